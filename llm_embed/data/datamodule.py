@@ -1,0 +1,228 @@
+"""PairDataModule: (anchor, positive) string pairs for contrastive fine-tuning with in-batch negatives.
+
+Either the user's own pairs file, or pairs generated once from a source corpus by a
+:class:`~llm_embed.data.generators.PairGenerator` and cached as JSONL (+ manifest) under
+``cache_dir``, keyed by a hash of the sampled texts, the generator and its settings, and the seed.
+
+Batches are ``{"anchor": list[str], "positive": list[str]}``: raw strings, the model tokenizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from torch.utils.data import DataLoader, Dataset
+
+from llm_embed.data.generators import (
+    AugmentPairs,
+    PairGenerator,
+    check_source,
+    ensure_pairs_file,
+    resolve_pairs_cache,
+)
+from llm_embed.data.pairs import check_on_bad_line, read_pairs, validate_pairs_file
+from llm_embed.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def _info(msg: str, *args: object) -> None:
+    """Log on global rank zero only (setup runs on every process)."""
+    if rank_zero_only.rank == 0:
+        log.info(msg, *args)
+
+
+class PairDataset(Dataset):
+    """A list of pair dicts as a map-style dataset."""
+
+    def __init__(self, pairs: list[dict]) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.pairs[index]
+
+
+def collate_pairs(batch: list[dict]) -> dict[str, list[str]]:
+    """``{"anchor": [...], "positive": [...]}``; extra keys are dropped so every batch has one shape."""
+    return {"anchor": [p["anchor"] for p in batch], "positive": [p["positive"] for p in batch]}
+
+
+def split_pairs(pairs: list[dict], val_size: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """Seeded train/val split that keeps all pairs of one anchor on the same side.
+
+    Whole anchors go to validation until it holds at least ``val_size`` pairs, so a text with
+    several positives (e.g. several paraphrase instructions) never leaks from train into val.
+    """
+    groups: dict[str, list[dict]] = {}
+    for pair in pairs:
+        groups.setdefault(pair["anchor"], []).append(pair)
+    anchors = list(groups)
+    random.Random(seed).shuffle(anchors)
+    val: list[dict] = []
+    cut = 0
+    while len(val) < val_size and cut < len(anchors):
+        val.extend(groups[anchors[cut]])
+        cut += 1
+    train = [pair for anchor in anchors[cut:] for pair in groups[anchor]]
+    return train, val
+
+
+class PairDataModule(L.LightningDataModule):
+    """Contrastive pairs: the user's ``pairs_file``, or pairs generated from ``source`` and cached.
+
+    ``prepare_data`` (local rank 0) generates the cache file when missing and only writes to disk;
+    ``setup`` (every process) reads the pairs and splits them; the train loader shuffles with a
+    seeded generator and drops the last partial batch, since in-batch negatives need full batches.
+
+    Hyperparameters are not saved into checkpoints here (LightningCLI saves the resolved config),
+    which also avoids Lightning's clash check on keys such as ``seed`` shared with the model.
+    """
+
+    def __init__(
+        self,
+        pairs_file: str | None = None,
+        generator: PairGenerator | None = None,
+        source: str = "wordnet",
+        num_source: int = 4000,
+        cache_dir: str = "data/cache",
+        batch_size: int = 16,
+        val_size: int = 64,
+        seed: int = 0,
+        num_workers: int = 0,
+        on_bad_line: str = "error",
+    ) -> None:
+        """
+        Args:
+            pairs_file: your own JSONL pairs (one {"anchor", "positive"} per line); if given, nothing is generated.
+            generator: how to make pairs from the source texts (default: AugmentPairs()).
+            source: source corpus name ("wordnet") or a path to a .txt file, one sentence per line.
+            num_source: how many source texts to sample (seeded); all of them if the source is smaller.
+            cache_dir: folder for generated pairs and their manifests.
+            batch_size: pairs per batch; each anchor sees batch_size - 1 in-batch negatives.
+            val_size: pairs held out for a validation loss (whole anchors; 0 = no validation).
+            seed: seeds the source sample, the generator, the train/val split and the shuffling.
+            num_workers: DataLoader worker processes.
+            on_bad_line: "error" stops at a malformed line of the pairs file; "skip" skips and counts it.
+        """
+        super().__init__()
+        if batch_size < 2:
+            raise ValueError(
+                f"batch_size={batch_size!r} is too small; in-batch negatives need batch_size >= 2"
+            )
+        if val_size < 0:
+            raise ValueError(
+                f"val_size={val_size!r} is negative; use val_size >= 0 (0 = no validation)"
+            )
+        if num_source < 1:
+            raise ValueError(f"num_source={num_source!r} is too small; use num_source >= 1")
+        if num_workers < 0:
+            raise ValueError(f"num_workers={num_workers!r} is negative; use num_workers >= 0")
+        check_on_bad_line(on_bad_line)
+        if pairs_file is not None:
+            validate_pairs_file(pairs_file)
+            if generator is not None:
+                log.warning(
+                    "pairs_file %s is given, so generator %r and source are not used",
+                    pairs_file,
+                    generator,
+                )
+        else:
+            check_source(source)
+        self.pairs_file = pairs_file
+        self.generator = generator if generator is not None else AugmentPairs()
+        self.source = source
+        self.num_source = num_source
+        self.cache_dir = cache_dir
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.on_bad_line = on_bad_line
+        self.train_pairs: list[dict] = []
+        self.val_pairs: list[dict] = []
+
+    @property
+    def cache_path(self) -> Path:
+        """The pairs file that ``setup`` reads: ``pairs_file``, or the generated cache file."""
+        if self.pairs_file is not None:
+            return Path(self.pairs_file)
+        return resolve_pairs_cache(
+            self.source,
+            self.generator,
+            num_source=self.num_source,
+            seed=self.seed,
+            cache_dir=self.cache_dir,
+        ).path
+
+    def prepare_data(self) -> None:
+        """Generate and cache the pairs if missing (disk only; Lightning runs this on local rank 0)."""
+        if self.pairs_file is None:
+            ensure_pairs_file(
+                self.source,
+                self.generator,
+                num_source=self.num_source,
+                seed=self.seed,
+                cache_dir=self.cache_dir,
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the pairs and split them into train and val (every process, same split)."""
+        path = self.cache_path
+        if not path.is_file():
+            raise UserError(f"pairs cache {path} is missing: call prepare_data() before setup()")
+        pairs = read_pairs(path, on_bad_line=self.on_bad_line)
+        train, val = split_pairs(pairs, self.val_size, self.seed)
+        if not train:
+            raise UserError(
+                f"val_size={self.val_size} leaves no training pairs out of {len(pairs)} in {path}: lower val_size"
+            )
+        self.train_pairs, self.val_pairs = train, val
+        if stage in (None, "fit"):
+            self._check_enough_train_pairs()
+        _info("pairs %s: %d train, %d val", path, len(train), len(val))
+
+    def _check_enough_train_pairs(self) -> None:
+        if len(self.train_pairs) < self.batch_size:
+            raise UserError(
+                f"only {len(self.train_pairs)} training pairs for batch_size={self.batch_size} "
+                "(full batches are needed for in-batch negatives): lower batch_size or val_size, or raise num_source"
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        """Seeded shuffle, full batches only (Lightning swaps in a DistributedSampler under DDP)."""
+        self._check_enough_train_pairs()
+        return DataLoader(
+            PairDataset(self.train_pairs),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(self.seed),
+            collate_fn=collate_pairs,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Held-out pairs in a fixed order; ``[]`` when ``val_size=0`` (Lightning then skips validation).
+
+        The last batch may be smaller: its InfoNCE sees fewer negatives, so pick ``val_size`` as a
+        multiple of ``batch_size`` for a loss comparable across runs.
+        """
+        if not self.val_pairs:
+            return []
+        return DataLoader(
+            PairDataset(self.val_pairs),
+            batch_size=self.batch_size,
+            shuffle=False,
+            drop_last=False,
+            collate_fn=collate_pairs,
+            num_workers=self.num_workers,
+        )

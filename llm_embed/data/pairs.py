@@ -1,0 +1,171 @@
+"""The pairs file: JSONL, one ``{"anchor": str, "positive": str, ...}`` object per line.
+
+Extra keys (``"instruction"``, ``"source"``, ...) are allowed and kept, so a generator can record
+how a pair was made. A generated pairs file may have a manifest beside it
+(``<name>.manifest.json``) that says which generator, settings and source produced it.
+
+Files are written atomically (a temp file in the same folder, then ``os.replace``): a killed run
+leaves either the old file or the new one, never half of one, so a cache hit is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from llm_embed.errors import UserError
+
+log = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("anchor", "positive")
+ON_BAD_LINE = ("error", "skip")
+
+
+def check_on_bad_line(on_bad_line: str) -> None:
+    """Raise ValueError unless ``on_bad_line`` is one of :data:`ON_BAD_LINE`."""
+    if on_bad_line not in ON_BAD_LINE:
+        raise ValueError(
+            f"on_bad_line={on_bad_line!r} is not allowed; use one of {list(ON_BAD_LINE)}"
+        )
+
+
+def pair_problem(obj: Any) -> str | None:
+    """Why ``obj`` is not a valid pair, or None when it is one."""
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    for key in REQUIRED_KEYS:
+        if key not in obj:
+            return f"missing {key!r}"
+        if not isinstance(obj[key], str):
+            return f"{key!r} is {type(obj[key]).__name__}, not a string"
+        if not obj[key].strip():
+            return f"{key!r} is empty"
+    return None
+
+
+def validate_pairs_file(path: str | os.PathLike[str]) -> Path:
+    """Cheap check for construction time (exists, is a file, not empty); the full parse comes later."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(
+            f'pairs file {p} not found: check the path (JSONL, one {{"anchor", "positive"}} per line)'
+        )
+    if not p.is_file():
+        raise UserError(
+            f'pairs file {p} is not a file: pass a JSONL file, one {{"anchor", "positive"}} per line'
+        )
+    if p.stat().st_size == 0:
+        raise UserError(
+            f'pairs file {p} is empty: it needs one {{"anchor", "positive"}} JSON object per line'
+        )
+    return p
+
+
+def read_pairs(path: str | os.PathLike[str], *, on_bad_line: str = "error") -> list[dict]:
+    """Read a pairs file; blank lines are ignored, extra keys kept.
+
+    A malformed line (bad JSON, bad UTF-8, missing/non-string/empty ``anchor`` or ``positive``)
+    raises UserError naming ``file:line`` with ``on_bad_line="error"``; with ``"skip"`` it is
+    skipped and counted, and the count is logged as a warning (never silently).
+    """
+    check_on_bad_line(on_bad_line)
+    p = validate_pairs_file(path)
+    pairs: list[dict] = []
+    bad: list[tuple[int, str]] = []
+    with p.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM from some editors
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                problem = f"not valid UTF-8 (byte {e.start})"
+            except json.JSONDecodeError as e:
+                problem = f"bad JSON ({e.msg}, column {e.colno})"
+            else:
+                problem = pair_problem(obj)
+            if problem is None:
+                pairs.append(obj)
+                continue
+            if on_bad_line == "error":
+                raise UserError(
+                    f"{p}:{lineno}: {problem}: fix the line, or set on_bad_line=skip to skip malformed lines"
+                )
+            bad.append((lineno, problem))
+    if bad:
+        first_line, first_problem = bad[0]
+        log.warning(
+            "skipped %d malformed line(s) in %s (first: line %d: %s)",
+            len(bad),
+            p,
+            first_line,
+            first_problem,
+        )
+    if not pairs:
+        raise UserError(
+            f"pairs file {p} holds no valid pairs ({len(bad)} malformed line(s) skipped): "
+            'write one {"anchor": str, "positive": str} JSON object per line'
+        )
+    return pairs
+
+
+def _atomic_write_text(path: Path, chunks: Iterable[str]) -> None:
+    """Write to a temp file beside ``path``, fsync, then ``os.replace``: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache should stay readable
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_pairs(path: str | os.PathLike[str], pairs: Iterable[Mapping[str, Any]]) -> Path:
+    """Write pairs as JSONL atomically; raises ValueError on an invalid pair or an empty list."""
+    rows = []
+    for i, pair in enumerate(pairs):
+        problem = pair_problem(dict(pair) if isinstance(pair, Mapping) else pair)
+        if problem is not None:
+            raise ValueError(f"pairs[{i}] is not a valid pair: {problem}")
+        rows.append(json.dumps(dict(pair), ensure_ascii=False) + "\n")
+    if not rows:
+        raise ValueError("pairs is empty; a pairs file needs at least one pair")
+    p = Path(path)
+    _atomic_write_text(p, rows)
+    return p
+
+
+def manifest_path(pairs_path: str | os.PathLike[str]) -> Path:
+    """The manifest beside a pairs file: ``x.jsonl`` -> ``x.manifest.json``."""
+    p = Path(pairs_path)
+    return p.with_name(p.stem + ".manifest.json")
+
+
+def write_manifest(pairs_path: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
+    """Write the manifest JSON beside a pairs file, atomically."""
+    p = manifest_path(pairs_path)
+    _atomic_write_text(
+        p, [json.dumps(dict(manifest), indent=2, ensure_ascii=False, sort_keys=True) + "\n"]
+    )
+    return p
+
+
+def read_manifest(pairs_path: str | os.PathLike[str]) -> dict | None:
+    """The manifest beside a pairs file, or None when there is none."""
+    p = manifest_path(pairs_path)
+    if not p.is_file():
+        return None
+    return json.loads(p.read_text(encoding="utf-8"))

@@ -1,0 +1,243 @@
+"""The one path from text to vectors: prompt -> tokenize -> backbone -> pool -> normalize.
+
+Training, evaluation, analysis and export all call this module, so a template, a BOS token or a
+padding side can never differ between them (three such mismatches live in the reference code).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llm_embed.backbone import load_backbone, load_tokenizer
+from llm_embed.errors import UserError
+from llm_embed.pooling import Pooling, from_config
+from llm_embed.prompts import PromptTemplate, get_prompt
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "encoder.json"
+ADAPTER_DIR = "adapter"
+
+
+class Encoder(nn.Module):
+    """A decoder LLM as a text encoder.
+
+    Args:
+        backbone: packaged model name (``smollm2-135m-instruct``), local folder or hub id.
+        pooling: a pooling name (``last``, ``mean``, ``weighted_mean``, ``eos``,
+            ``prompt_masked_mean``, ``max``, ``last_mean``) or a :class:`Pooling`.
+        prompt: a built-in template name (``clustering``, ``prompteol``, ``none``, ...) or a
+            template string with one ``{text}``.
+        normalize: L2-normalize embeddings (cosine similarity = dot product).
+        max_text_tokens: cut each text to this many tokens before templating (the paper: 100),
+            so a long text never pushes the prompt's closing words out.
+        padding_side: side to pad on; results do not depend on it (positions come from the mask).
+        layer: hidden layer to pool (-1 = last; any ``hidden_states`` index).
+        dtype: backbone weight dtype (``float32``; ``bfloat16`` on GPUs).
+        attn_implementation: ``sdpa`` (fast), ``eager`` (needed for attention maps).
+        trust_remote_code: let transformers run code shipped with a hub model (off by default).
+    """
+
+    def __init__(
+        self,
+        backbone: str = "smollm2-135m-instruct",
+        pooling: str | Pooling = "last",
+        prompt: str = "clustering",
+        normalize: bool = True,
+        max_text_tokens: int = 100,
+        padding_side: Literal["left", "right"] = "right",
+        layer: int = -1,
+        dtype: str = "float32",
+        attn_implementation: str | None = "sdpa",
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        if max_text_tokens < 1:
+            raise ValueError(f"max_text_tokens={max_text_tokens} must be >= 1")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side={padding_side!r} must be 'left' or 'right'")
+        self.pooling = from_config(pooling)
+        self.prompt = get_prompt(prompt)
+        self.normalize = normalize
+        self.max_text_tokens = max_text_tokens
+        self.padding_side = padding_side
+        self.layer = layer
+        self.backbone_name = backbone
+        self.tokenizer = load_tokenizer(backbone, trust_remote_code=trust_remote_code)
+        if not self.tokenizer.is_fast:
+            raise UserError(f"model {backbone!r} has no fast tokenizer: llm-embed needs character offsets")
+        self.backbone = load_backbone(
+            backbone,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+        )
+        n_layers = self.backbone.config.num_hidden_layers
+        if not -(n_layers + 1) <= layer <= n_layers:
+            raise ValueError(f"layer={layer} is out of range for a {n_layers}-layer model")
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id  # decoders often have no pad token; pad = eos
+        if self.pooling.appends_eos and self.tokenizer.eos_token_id is None:
+            raise UserError(f"pooling 'eos' needs an EOS token, and model {backbone!r} has none")
+        self.config_dict: dict[str, Any] = {
+            "backbone": backbone,
+            "pooling": self.pooling.to_config(),
+            "prompt": self.prompt.template,
+            "normalize": normalize,
+            "max_text_tokens": max_text_tokens,
+            "padding_side": padding_side,
+            "layer": layer,
+            "dtype": dtype,
+            "attn_implementation": attn_implementation,
+            "trust_remote_code": trust_remote_code,
+        }
+        self.num_truncated = 0  # texts cut to max_text_tokens so far
+
+    @property
+    def name(self) -> str:
+        return Path(self.backbone_name).name if Path(self.backbone_name).is_dir() else self.backbone_name
+
+    @property
+    def embed_dim(self) -> int:
+        return self.pooling.output_dim(self.backbone.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    # -- text -> tokens -------------------------------------------------------------------------
+    def truncate(self, texts: Sequence[str]) -> list[str]:
+        """Cut each text to ``max_text_tokens`` tokens, at a token boundary of the original string."""
+        enc = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        out = []
+        for text, offsets in zip(texts, enc["offset_mapping"], strict=True):
+            if len(offsets) > self.max_text_tokens:
+                self.num_truncated += 1
+                text = text[: offsets[self.max_text_tokens - 1][1]]
+            out.append(text)
+        return out
+
+    def tokenize(
+        self, texts: Sequence[str], *, prompt: str | PromptTemplate | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Template, tokenize and pad a batch.
+
+        Returns ``input_ids``, ``attention_mask``, ``position_ids`` and ``prompt_mask`` (1 where a
+        token belongs to the template or is a special token, 0 on the text's own tokens), each
+        (B, T). Position ids count real tokens only, so left padding gives the same states as right.
+        """
+        template = self.prompt if prompt is None else get_prompt(prompt)
+        texts = self.truncate(texts)
+        full = [template.apply(t) for t in texts]
+        enc = self.tokenizer(full, add_special_tokens=True, return_offsets_mapping=True)
+        lo = len(template.prefix)
+        rows: list[tuple[list[int], list[int]]] = []
+        for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"], strict=True):
+            hi = lo + len(text)
+            # a token is text if its character span overlaps the text; special tokens span (0, 0)
+            is_prompt = [int(not (s < hi and e > lo and e > s)) for s, e in offsets]
+            ids = list(ids)
+            if self.pooling.appends_eos:
+                ids.append(self.tokenizer.eos_token_id)
+                is_prompt.append(1)
+            rows.append((ids, is_prompt))
+        T = max(len(ids) for ids, _ in rows)
+        B = len(rows)
+        input_ids = torch.full((B, T), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((B, T), dtype=torch.long)
+        prompt_mask = torch.ones((B, T), dtype=torch.long)
+        for i, (ids, is_prompt) in enumerate(rows):
+            n = len(ids)
+            sl = slice(0, n) if self.padding_side == "right" else slice(T - n, T)
+            input_ids[i, sl] = torch.tensor(ids)
+            attention_mask[i, sl] = 1
+            prompt_mask[i, sl] = torch.tensor(is_prompt)
+        position_ids = (attention_mask.cumsum(1) - 1).clamp_min(0)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "prompt_mask": prompt_mask,
+        }
+
+    # -- tokens -> vectors ----------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Embed a tokenized batch (from :meth:`tokenize`), with gradients. Returns (B, D) float32."""
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        out = self.backbone(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=batch["position_ids"],
+            output_hidden_states=self.layer != -1,
+        )
+        hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        emb = self.pooling(hidden.float(), batch["attention_mask"], prompt_mask=batch["prompt_mask"])
+        return F.normalize(emb, dim=-1) if self.normalize else emb
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        prompt: str | PromptTemplate | None = None,
+        show_progress: bool = False,
+    ) -> torch.Tensor:
+        """Embed texts for inference: length-sorted batches, eval mode, result in input order. (N, D) on CPU."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of texts, not a single string")
+        from tqdm.auto import tqdm
+
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        out = torch.empty((len(texts), self.embed_dim), dtype=torch.float32)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                starts = range(0, len(order), batch_size)
+                for start in tqdm(starts, desc="encode", disable=not show_progress, unit="batch"):
+                    idx = order[start : start + batch_size]
+                    emb = self(self.tokenize([texts[i] for i in idx], prompt=prompt))
+                    out[idx] = emb.float().cpu()
+        finally:
+            self.train(was_training)
+        return out
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``encoder.json`` and, for a LoRA-wrapped backbone, the adapter (safetensors)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        if hasattr(self.backbone, "peft_config"):
+            self.backbone.save_pretrained(path / ADAPTER_DIR, safe_serialization=True)
+        tmp = path / f".{CONFIG_NAME}.tmp"
+        tmp.write_text(json.dumps(self.config_dict, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path / CONFIG_NAME)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, *, merge: bool = True, **overrides: Any) -> Encoder:
+        """Rebuild an encoder saved by :meth:`save`; the adapter is merged into the weights by default."""
+        path = Path(path)
+        config_file = path / CONFIG_NAME
+        if not config_file.is_file():
+            raise UserError(f"{path} holds no {CONFIG_NAME}: give a folder written by a llm-embed run")
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise UserError(f"{config_file} is corrupt ({err}): re-export the model") from None
+        encoder = cls(**{**config, **overrides})
+        if (path / ADAPTER_DIR).is_dir():
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(encoder.backbone, path / ADAPTER_DIR)
+            encoder.backbone = model.merge_and_unload() if merge else model
+        return encoder

@@ -1,0 +1,172 @@
+"""``ClusteringEvalCallback``: MTEB clustering V-measure of ``pl_module.encoder`` during training.
+
+Runs once before training (the baseline, logged at the current global step, usually 0) and after
+every ``every_n_epochs``-th validation epoch. Only global rank 0 evaluates. After a validation
+evaluation, rank 0 broadcasts the scores and every rank logs the same values with
+``pl_module.log``, so ``ModelCheckpoint(monitor="mteb/mean_v_measure", mode="max")`` works on all
+ranks (with ``rank_zero_only=True`` the key would be missing on ranks > 0, and their
+ModelCheckpoint would fail). The broadcast is called by all ranks, never by rank 0 alone.
+
+Example:
+    >>> trainer = lightning.Trainer(callbacks=[ClusteringEvalCallback(max_documents=1000)])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from llm_embed.errors import UserError
+from llm_embed.eval.clustering import evaluate_clustering
+from llm_embed.eval.tasks import OFFLINE_SUITE, check_max_documents
+
+logger = logging.getLogger(__name__)
+
+MEAN_KEY = "mteb/mean_v_measure"
+
+
+def metric_key(task_name: str) -> str:
+    """The logged key of one task's V-measure, e.g. ``mteb/BBCNewsHeadlines/v_measure``."""
+    return f"mteb/{task_name}/v_measure"
+
+
+class ClusteringEvalCallback(pl.Callback):
+    """Evaluate the LightningModule's ``encoder`` on MTEB clustering tasks (rank 0 only).
+
+    Args:
+        tasks: Local or real MTEB clustering task names.
+        batch_size: Texts per ``encoder.encode`` call.
+        max_documents: Cap on documents per task (seeded subsample); None = task default.
+        every_n_epochs: Evaluate after every n-th validation epoch.
+        baseline: Also evaluate once at the start of training, before any update.
+
+    Attributes:
+        history: One dict per evaluation: ``step``, ``epoch``, ``stage`` ("baseline" or
+            "validation"), ``scores`` (task -> V-measure) and ``mean_v_measure``.
+    """
+
+    def __init__(
+        self,
+        # A real list default so LightningCLI's --help shows the tasks; copied below, never mutated.
+        tasks: list[str] = list(OFFLINE_SUITE),  # noqa: B006
+        batch_size: int = 32,
+        max_documents: int | None = None,
+        every_n_epochs: int = 1,
+        baseline: bool = True,
+    ) -> None:
+        super().__init__()
+        tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        if not tasks or not all(isinstance(t, str) and t for t in tasks):
+            raise ValueError(f"tasks={tasks!r} is invalid; give a non-empty list of task names")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} is invalid; use an int >= 1")
+        check_max_documents(max_documents)
+        if (
+            isinstance(every_n_epochs, bool)
+            or not isinstance(every_n_epochs, int)
+            or every_n_epochs < 1
+        ):
+            raise ValueError(f"every_n_epochs={every_n_epochs!r} is invalid; use an int >= 1")
+        self.tasks = tasks
+        self.batch_size = batch_size
+        self.max_documents = max_documents
+        self.every_n_epochs = every_n_epochs
+        self.baseline = baseline
+        self.history: list[dict[str, Any]] = []
+
+    def evaluate(self, pl_module: pl.LightningModule) -> dict[str, float]:
+        """Scores of ``pl_module.encoder`` in eval mode under inference mode; modes restored after."""
+        encoder = getattr(pl_module, "encoder", None)
+        if encoder is None:
+            raise UserError(
+                f"ClusteringEvalCallback needs pl_module.encoder; {type(pl_module).__name__} has none"
+            )
+        # Restore each submodule's own mode (e.g. a frozen backbone kept in eval beside LoRA).
+        modes = [(m, m.training) for m in encoder.modules()] if hasattr(encoder, "modules") else []
+        if hasattr(encoder, "eval"):
+            encoder.eval()
+        try:
+            with torch.inference_mode():
+                return evaluate_clustering(
+                    encoder,
+                    self.tasks,
+                    batch_size=self.batch_size,
+                    max_documents=self.max_documents,
+                )
+        finally:
+            for module, training in modes:
+                module.training = training
+
+    def _run(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str
+    ) -> dict[str, float]:
+        """Evaluate, record in ``history`` and log a one-line summary; returns the metrics dict."""
+        start = time.monotonic()
+        scores = self.evaluate(pl_module)
+        metrics = {metric_key(name): value for name, value in scores.items()}
+        mean = sum(scores.values()) / len(scores)
+        metrics[MEAN_KEY] = mean
+        self._record(trainer, stage, scores, mean)
+        logger.info(
+            "mteb clustering (%s, step %d): mean V-measure %.4f | %s | %.1f s",
+            stage,
+            trainer.global_step,
+            mean,
+            ", ".join(f"{name} {value:.4f}" for name, value in scores.items()),
+            time.monotonic() - start,
+        )
+        return metrics
+
+    def _record(
+        self, trainer: pl.Trainer, stage: str, scores: dict[str, float], mean: float
+    ) -> None:
+        self.history.append(
+            {
+                "step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                "stage": stage,
+                "scores": dict(scores),
+                "mean_v_measure": mean,
+            }
+        )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Baseline before any update; rank 0 logs straight to the loggers (self.log is not allowed here)."""
+        if not self.baseline or not trainer.is_global_zero:
+            return
+        metrics = self._run(trainer, pl_module, "baseline")
+        for lightning_logger in trainer.loggers:
+            lightning_logger.log_metrics(metrics, step=trainer.global_step)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Evaluate on rank 0, share the result with every rank, log it on every rank."""
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs != 0:
+            return
+        outcome: dict[str, Any] = {"metrics": None, "error": None}
+        if trainer.is_global_zero:
+            try:
+                outcome["metrics"] = self._run(trainer, pl_module, "validation")
+            except Exception as e:  # re-raised below on every rank, so none hangs
+                outcome["error"] = e
+        # Every rank calls broadcast (a no-op without DDP); a rank-0 failure reaches all ranks.
+        shared = trainer.strategy.broadcast(
+            {
+                "metrics": outcome["metrics"],
+                "error": None if outcome["error"] is None else str(outcome["error"]),
+            },
+            src=0,
+        )
+        if outcome["error"] is not None:
+            raise outcome["error"]
+        if shared["error"] is not None:
+            raise UserError(f"clustering evaluation failed on rank 0: {shared['error']}")
+        metrics: dict[str, float] = shared["metrics"]
+        if not trainer.is_global_zero:
+            scores = {k.split("/")[1]: v for k, v in metrics.items() if k != MEAN_KEY}
+            self._record(trainer, "validation", scores, metrics[MEAN_KEY])
+        for key, value in metrics.items():
+            pl_module.log(key, value, on_step=False, on_epoch=True, sync_dist=False)

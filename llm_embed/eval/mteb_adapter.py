@@ -1,0 +1,136 @@
+"""Wrap an llm-embed encoder as an ``mteb.models.AbsEncoder``, so ``mteb.evaluate`` accepts it.
+
+The encoder is duck-typed (this module does not import ``llm_embed.models``):
+
+- ``encoder.name: str``
+- ``encoder.encode(texts: list[str], *, batch_size: int = 32, prompt: str | None = None)``
+  returns an (N, H) float32 CPU tensor in input order, L2-normalised if so configured.
+  ``prompt`` is a template name or a template string containing ``{text}``; None = the
+  encoder's own default.
+
+mteb refuses a plain object ("No model implementation is available"): the wrapper must subclass
+``AbsEncoder`` and carry ``mteb_model_meta``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from mteb.models.abs_encoder import AbsEncoder  # not re-exported by mteb.models in 2.26
+from mteb.models.model_meta import ModelMeta
+
+if TYPE_CHECKING:
+    from mteb.abstasks.task_metadata import TaskMetadata
+    from mteb.types import PromptType
+    from torch.utils.data import DataLoader
+
+
+def _n_parameters(encoder: Any) -> int | None:  # duck-typed encoder
+    """Parameter count when the encoder is an ``nn.Module``; None otherwise."""
+    parameters = getattr(encoder, "parameters", None)
+    if not callable(parameters):
+        return None
+    try:
+        return int(sum(p.numel() for p in parameters()))
+    except (TypeError, AttributeError):
+        return None
+
+
+class MTEBEncoder(AbsEncoder):
+    """An llm-embed encoder seen by mteb as a dense, cosine-similarity text encoder.
+
+    Args:
+        encoder: Object with ``name`` and ``encode(texts, *, batch_size, prompt)`` (see module doc).
+        task_prompts: Task name -> prompt (template name or template with ``{text}``) that
+            overrides the encoder's default prompt for that task. Tasks not listed use the default.
+        revision: Recorded in the result metadata (e.g. a checkpoint step); mteb requires a string.
+        embed_dim: Embedding size, if known (metadata only).
+
+    Example:
+        >>> model = MTEBEncoder(encoder, task_prompts={"BBCNewsHeadlines": "clustering"})
+        >>> mteb.evaluate(model, tasks, cache=None)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        encoder: Any,  # duck-typed encoder, see module doc
+        *,
+        task_prompts: Mapping[str, str] | None = None,
+        revision: str | None = None,
+        embed_dim: int | None = None,
+    ) -> None:
+        if not callable(getattr(encoder, "encode", None)):
+            raise ValueError(
+                f"encoder={type(encoder).__name__} has no encode(); pass an llm-embed encoder"
+            )
+        name = getattr(encoder, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(
+                f"encoder.name={name!r} is invalid; the encoder needs a non-empty str name"
+            )
+        prompts = dict(task_prompts or {})
+        for task, prompt in prompts.items():
+            if not isinstance(task, str) or not isinstance(prompt, str) or not prompt:
+                raise ValueError(
+                    f"task_prompts[{task!r}]={prompt!r} is invalid; map task names to non-empty prompt strings"
+                )
+        self.model = encoder
+        self.task_prompts = prompts
+        self.mteb_model_meta = ModelMeta(
+            loader=None,  # the model is already built; mteb never loads it
+            name=f"llm-embed/{name}",
+            revision=revision or "no_revision_available",
+            release_date=None,
+            languages=None,
+            n_parameters=_n_parameters(encoder),
+            memory_usage_mb=None,
+            max_tokens=None,
+            embed_dim=embed_dim,
+            license=None,
+            open_weights=None,
+            public_training_code=None,
+            public_training_data=None,
+            framework=["PyTorch"],
+            similarity_fn_name="cosine",
+            use_instructions=True,  # prompt templates wrap every input
+            training_datasets=None,
+            experiment_kwargs={"task_prompts": prompts} if prompts else None,
+        )
+
+    def prompt_for(self, task_name: str) -> str | None:
+        """The prompt override for ``task_name``; None = the encoder's default prompt."""
+        return self.task_prompts.get(task_name)
+
+    def encode(
+        self,
+        inputs: DataLoader[Any],
+        *,
+        task_metadata: TaskMetadata,
+        hf_split: str,
+        hf_subset: str,
+        prompt_type: PromptType | None = None,
+        **kwargs: Any,
+    ) -> np.ndarray:
+        """Embed every batch of ``inputs`` (dicts with ``"text"``), in order: (N, H) float32."""
+        batch_size = int(kwargs.get("batch_size") or 32)
+        prompt = self.prompt_for(task_metadata.name)
+        chunks: list[np.ndarray] = []
+        for batch in inputs:
+            texts = list(batch["text"])
+            if not texts:
+                continue
+            emb = self.model.encode(texts, batch_size=batch_size, prompt=prompt)
+            if hasattr(emb, "detach"):  # a torch.Tensor, per the contract
+                emb = emb.detach().float().cpu().numpy()
+            emb = np.asarray(emb, dtype=np.float32)
+            if emb.ndim != 2 or emb.shape[0] != len(texts):
+                raise RuntimeError(
+                    f"{type(self.model).__name__}.encode returned shape {emb.shape} for "
+                    f"{len(texts)} texts; expected ({len(texts)}, H)"
+                )
+            chunks.append(emb)
+        if not chunks:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(chunks, axis=0)

@@ -1,0 +1,81 @@
+"""Prompt templates as data: a template is a string with exactly one ``{text}`` slot.
+
+The built-in templates are those of arXiv 2507.22729 (reference code: beneroth13/llm-text-embeddings).
+Which tokens belong to the template (and not to the text) is reported by the encoder's tokenizer
+step through character offsets, so pooling can leave them out (GritLM / INSTRUCTOR style).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from llm_embed.errors import UserError
+
+PROMPTS: dict[str, str] = {
+    "none": "{text}",
+    "prompteol": 'This sentence : "{text}" means in one word:',
+    "clustering": 'This sentence : "{text}" belongs to the following cluster:',
+    "clustering_short": "Cluster the text: {text}",
+    "summary": 'This sentence : "{text}" can be summarized as',
+    "classification": 'This sentence : "{text}" can be classified as:',
+    "pretended_cot": 'After thinking step by step, this sentence : "{text}" means in one word:',
+}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A template with one ``{text}`` slot; ``prefix + text + suffix`` is what the model reads."""
+
+    template: str
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.template.count("{text}") != 1:
+            raise ValueError(
+                f"prompt template {self.template!r} must contain '{{text}}' exactly once"
+            )
+
+    @property
+    def prefix(self) -> str:
+        return self.template.split("{text}")[0]
+
+    @property
+    def suffix(self) -> str:
+        return self.template.split("{text}")[1]
+
+    def apply(self, text: str) -> str:
+        # str.format would choke on braces in the text or the template; split once instead.
+        return self.prefix + text + self.suffix
+
+
+def get_prompt(prompt: str | PromptTemplate) -> PromptTemplate:
+    """A built-in template by name, or a literal template string containing ``{text}``."""
+    if isinstance(prompt, PromptTemplate):
+        return prompt
+    if prompt in PROMPTS:
+        return PromptTemplate(PROMPTS[prompt], name=prompt)
+    if "{text}" in prompt:
+        return PromptTemplate(prompt)
+    raise ValueError(
+        f"prompt={prompt!r} is neither a built-in template ({', '.join(PROMPTS)}) nor a template with '{{text}}'"
+    )
+
+
+def load_prompts(path: str | Path) -> dict[str, PromptTemplate]:
+    """Read user templates from YAML: a mapping ``name: template`` (each with one ``{text}``)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"prompts file {path} not found: give a YAML file mapping names to templates")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise UserError(f"prompts file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise UserError(f"prompts file {path} must map names to template strings")
+    try:
+        return {str(k): PromptTemplate(v, name=str(k)) for k, v in data.items()}
+    except ValueError as err:
+        raise UserError(f"prompts file {path}: {err}") from None

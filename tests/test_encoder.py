@@ -1,0 +1,113 @@
+"""The one text -> vector path on a tiny random Llama: prompts, masks, padding, truncation, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llm_embed.encoder import Encoder
+from llm_embed.errors import UserError
+from llm_embed.prompts import PROMPTS, PromptTemplate, get_prompt, load_prompts
+
+TEXTS = ["a man is driving a car", "the cat sat", "stocks fell sharply on monday"]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_model_dir):
+    return Encoder(tiny_model_dir, pooling="last", prompt="clustering")
+
+
+def test_prompt_mask_marks_exactly_the_text(encoder):
+    batch = encoder.tokenize(TEXTS)
+    for i, text in enumerate(TEXTS):
+        ids = batch["input_ids"][i][batch["attention_mask"][i].bool()]
+        content = batch["prompt_mask"][i][batch["attention_mask"][i].bool()] == 0
+        decoded = encoder.tokenizer.decode(ids[content])
+        assert decoded.strip() == text
+        # the first token is BOS: a special token counts as prompt
+        assert ids[0].item() == encoder.tokenizer.bos_token_id and not content[0]
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "weighted_mean", "prompt_masked_mean", "eos", "max"])
+def test_left_and_right_padding_give_the_same_embeddings(tiny_model_dir, pooling):
+    right = Encoder(tiny_model_dir, pooling=pooling, padding_side="right")
+    left = Encoder(tiny_model_dir, pooling=pooling, padding_side="left")
+    torch.testing.assert_close(right.encode(TEXTS), left.encode(TEXTS), atol=1e-5, rtol=1e-5)
+
+
+def test_batching_and_order_do_not_change_embeddings(encoder):
+    one_by_one = torch.cat([encoder.encode([t]) for t in TEXTS])
+    batched = encoder.encode(TEXTS, batch_size=2)
+    torch.testing.assert_close(one_by_one, batched, atol=1e-5, rtol=1e-5)
+    assert batched.shape == (3, encoder.embed_dim)
+    torch.testing.assert_close(batched.norm(dim=-1), torch.ones(3))
+
+
+def test_last_token_is_the_prompt_end_and_eos_appends_eos(tiny_model_dir):
+    enc = Encoder(tiny_model_dir, pooling="eos")
+    batch = enc.tokenize(TEXTS, prompt="none")
+    lengths = batch["attention_mask"].sum(1)
+    for i, n in enumerate(lengths.tolist()):
+        assert batch["input_ids"][i, n - 1].item() == enc.tokenizer.eos_token_id
+    # eos pooling == last-token pooling over the input with EOS appended
+    emb = enc.encode(TEXTS, prompt="none")
+    with torch.inference_mode():
+        out = enc.backbone(**{k: v for k, v in batch.items() if k != "prompt_mask"}).last_hidden_state
+    idx = lengths - 1
+    expected = torch.nn.functional.normalize(out[torch.arange(3), idx], dim=-1)
+    torch.testing.assert_close(emb, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_truncation_cuts_text_before_templating_and_counts(tiny_model_dir):
+    enc = Encoder(tiny_model_dir, max_text_tokens=3)
+    long = "stocks fell sharply on monday " * 20
+    cut = enc.truncate([long, "the cat"])
+    assert enc.num_truncated == 1 and cut[1] == "the cat"
+    assert len(enc.tokenizer(cut[0], add_special_tokens=False)["input_ids"]) == 3
+    batch = enc.tokenize([long])
+    suffix = get_prompt("clustering").suffix
+    assert enc.tokenizer.decode(batch["input_ids"][0]).endswith(suffix)
+
+
+def test_hidden_layer_choice(tiny_model_dir):
+    first = Encoder(tiny_model_dir, layer=0, pooling="mean", normalize=False)
+    emb = first.encode(TEXTS[:1], prompt="none")
+    batch = first.tokenize(TEXTS[:1], prompt="none")
+    expected = first.backbone.embed_tokens(batch["input_ids"]).mean(1)
+    torch.testing.assert_close(emb, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="layer=7 is out of range"):
+        Encoder(tiny_model_dir, layer=7)
+
+
+def test_save_and_load_round_trip(encoder, tmp_path):
+    encoder.save(tmp_path / "enc")
+    again = Encoder.load(tmp_path / "enc")
+    assert again.config_dict == encoder.config_dict
+    torch.testing.assert_close(again.encode(TEXTS), encoder.encode(TEXTS))
+
+
+def test_templates():
+    assert set(PROMPTS) >= {"none", "prompteol", "clustering", "summary", "classification"}
+    t = get_prompt('Q: {text} {braces}?'.replace("{braces}", "{{x}}"))
+    assert t.apply("a {b}") == "Q: a {b} {{x}}?"
+    with pytest.raises(ValueError, match="must contain"):
+        PromptTemplate("no slot")
+    with pytest.raises(ValueError, match="neither a built-in"):
+        get_prompt("nonsense")
+
+
+def test_user_prompts_yaml(tmp_path):
+    good = tmp_path / "p.yaml"
+    good.write_text('topic: "Topic of: {text}"\n')
+    assert load_prompts(good)["topic"].apply("x") == "Topic of: x"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("topic: no slot here\n")
+    with pytest.raises(UserError, match="exactly once"):
+        load_prompts(bad)
+
+
+def test_missing_model_is_one_clear_line(tmp_path):
+    with pytest.raises(UserError, match="model folder .* not found"):
+        Encoder(str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="could not load model 'no-such-org/no-such-model'"):
+        Encoder("no-such-org/no-such-model")

@@ -1,0 +1,132 @@
+"""The fit CLI end to end: a tiny-model smoke run, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_fit(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "llm_embed.fit", *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def small_eval_config(tmp_path: Path, max_documents: int = 200) -> str:
+    """A second --config that replaces the callbacks: the same suite, capped for speed."""
+    cfg = tmp_path / "small_eval.yaml"
+    cfg.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: llm_embed.eval.callback.ClusteringEvalCallback\n"
+        f"      init_args: {{tasks: [BBCNewsHeadlines, WordNetNounGlosses], max_documents: {max_documents}}}\n"
+        "    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+        "      init_args: {save_last: true, save_top_k: 0}\n"
+    )
+    return str(cfg)
+
+
+def tiny_args(tiny_model_dir: str, tmp_path: Path) -> list[str]:
+    source = tmp_path / "source.txt"
+    source.write_text("\n".join(f"sentence number {i} talks about topic {i % 7} at length" for i in range(80)))
+    return [
+        "--config", str(ROOT / "configs" / "default.yaml"),
+        "--config", small_eval_config(tmp_path),
+        "--model.encoder.init_args.backbone", tiny_model_dir,
+        "--model.lora.init_args.r", "4",
+        "--data.source", str(source),
+        "--data.num_source", "80",
+        "--data.batch_size", "8",
+        "--data.val_size", "8",
+        "--data.cache_dir", str(tmp_path / "cache"),
+        "--trainer.max_steps", "3",
+        "--trainer.val_check_interval", "3",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "ckpt"),
+        "--trainer.enable_progress_bar", "false",
+    ]
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_fit_smoke_writes_every_output(tiny_model_dir, tmp_path, monkeypatch):
+    proc = run_fit(*tiny_args(tiny_model_dir, tmp_path), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "ckpt" / "default"
+    for name in ("config.yaml", "checkpoints/last.ckpt", "model/encoder.json",
+                 "model/adapter/adapter_model.safetensors", "model/adapter/adapter_config.json"):
+        assert (run / name).is_file(), name
+    scalars = read_scalars(run)
+    assert "train/loss" in scalars and "train/lr" in scalars and "train/grad_norm" in scalars
+    for tag in ("mteb/BBCNewsHeadlines/v_measure", "mteb/WordNetNounGlosses/v_measure", "mteb/mean_v_measure"):
+        steps = [s for s, _ in scalars[tag]]
+        assert steps[0] == 0 and steps[-1] == 3, (tag, steps)  # baseline and after training
+        assert all(0.0 <= v <= 1.0 for _, v in scalars[tag])
+    assert json.loads((run / "model" / "encoder.json").read_text())["pooling"] == {"type": "last"}
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, match: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and match in last, last
+
+
+def test_unknown_config_key(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text((ROOT / "configs" / "default.yaml").read_text() + "\nmodel_typo: 1\n")
+    assert_one_line_error(run_fit("--config", str(cfg), tmp_path=tmp_path), "model_typo")
+
+
+def test_missing_pairs_file(tmp_path):
+    proc = run_fit("--config", str(ROOT / "configs" / "default.yaml"), "--data.pairs_file", "nope.jsonl", tmp_path=tmp_path)
+    assert_one_line_error(proc, "nope.jsonl")
+
+
+def test_empty_pairs_file(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    proc = run_fit("--config", str(ROOT / "configs" / "default.yaml"), "--data.pairs_file", "empty.jsonl", tmp_path=tmp_path)
+    assert_one_line_error(proc, "empty.jsonl")
+
+
+def test_model_not_found(tmp_path):
+    for model, match in (("./no/such/folder", "not found"), ("no-such-org/no-such-model", "could not load model")):
+        proc = run_fit("--config", str(ROOT / "configs" / "default.yaml"),
+                       "--model.encoder.init_args.backbone", model, tmp_path=tmp_path)
+        assert_one_line_error(proc, match)
+        assert not (tmp_path / "checkpoints").exists()  # nothing half-written
+
+
+@pytest.mark.slow
+def test_fit_on_the_packaged_model(tmp_path):
+    """The real SmolLM2-135M-Instruct: a few LoRA steps, scored before and after on small task caps."""
+    args = [
+        "--config", str(ROOT / "configs" / "default.yaml"),
+        "--config", small_eval_config(tmp_path, max_documents=300),
+        "--data.num_source", "200", "--data.batch_size", "8", "--data.val_size", "8",
+        "--data.cache_dir", str(tmp_path / "cache"),
+        "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "ckpt"),
+        "--trainer.enable_progress_bar", "false",
+    ]
+    proc = run_fit(*args, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scalars = read_scalars(tmp_path / "ckpt" / "default")
+    losses = [v for _, v in scalars["train/loss"]]
+    assert losses and all(v == v for v in losses)  # finite numbers
+    mean = scalars["mteb/mean_v_measure"]
+    assert [s for s, _ in mean] == [0, 4]
+    assert mean[0][1] > 0.2  # the packaged model clusters far above chance (random-init models: < 0.1)

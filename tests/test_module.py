@@ -1,0 +1,67 @@
+"""EmbeddingModule: LoRA-only gradients, trainable-only checkpoints, a loss that goes down."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from peft import LoraConfig
+
+from llm_embed.encoder import Encoder
+from llm_embed.module import EmbeddingModule, reference_lora
+
+PAIRS = {
+    "anchor": ["a man is driving a car", "the cat sat on the mat", "stocks fell sharply", "the team won"],
+    "positive": ["a man drives a car", "a cat sat on a mat", "stocks fell on monday", "the team won the final"],
+}
+
+
+def small_lora() -> LoraConfig:
+    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"], task_type="FEATURE_EXTRACTION")
+
+
+@pytest.fixture
+def module(tiny_model_dir):
+    torch.manual_seed(0)
+    return EmbeddingModule(Encoder(tiny_model_dir, pooling="mean"), lora=small_lora(), lr=1e-2, warmup_steps=0)
+
+
+def test_only_lora_parameters_receive_gradients(module):
+    module.train()
+    module._loss(PAIRS).backward()
+    with_grad = {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad}
+    assert with_grad and with_grad <= trainable
+    assert all("lora_" in n for n in trainable)
+    # B starts at zero, so the first backward reaches B (A's gradient is B^T-weighted, hence zero)
+    assert any("lora_B" in n for n in with_grad)
+
+
+def test_reference_lora_settings():
+    cfg = reference_lora()
+    assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (64, 16, 0.05)
+    assert "k_proj" not in cfg.target_modules and "down_proj" in cfg.target_modules
+
+
+def test_training_lowers_the_loss_and_checkpoints_hold_only_lora(module, tmp_path):
+    class Pairs(L.LightningDataModule):
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader([PAIRS] * 8, batch_size=None)
+
+    before = module._loss(PAIRS).item()
+    trainer = L.Trainer(
+        max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=Pairs())
+    module.eval()
+    after = module._loss(PAIRS).item()
+    assert after < before
+    trainer.save_checkpoint(tmp_path / "x.ckpt")
+    state = torch.load(tmp_path / "x.ckpt", weights_only=True)["state_dict"]
+    assert state and all("lora_" in k for k in state)
+    # the checkpoint restores the trained LoRA weights into a fresh module
+    fresh = EmbeddingModule(Encoder(module.encoder.backbone_name, pooling="mean"), lora=small_lora())
+    fresh.load_state_dict(state, strict=False)
+    fresh.eval()
+    assert fresh._loss(PAIRS).item() == pytest.approx(after, rel=1e-5)
