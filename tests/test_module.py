@@ -65,3 +65,43 @@ def test_training_lowers_the_loss_and_checkpoints_hold_only_lora(module, tmp_pat
     fresh.load_state_dict(state, strict=False)
     fresh.eval()
     assert fresh._loss(PAIRS).item() == pytest.approx(after, rel=1e-5)
+
+
+def test_merged_adapter_gives_the_same_embeddings_and_restores_weights(module):
+    texts = PAIRS["anchor"]
+    with torch.no_grad():  # make the adapter non-trivial (B starts at zero)
+        for n, p in module.named_parameters():
+            if "lora_B" in n:
+                p.normal_(std=0.05)
+    base = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
+    unmerged = module.encoder.encode(texts)
+    with module.encoder.merged_adapter():
+        merged = module.encoder.encode(texts)
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=1e-4)
+    for n, p in module.named_parameters():
+        if n in base:
+            torch.testing.assert_close(p, base[n], atol=1e-6, rtol=1e-5)
+
+
+def test_non_finite_loss_stops_with_a_message_naming_the_step(module, tmp_path):
+    from llm_embed.errors import UserError
+
+    class Pairs(L.LightningDataModule):
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader([PAIRS] * 4, batch_size=None)
+
+    calls = {"n": 0}
+    real = module.loss_fn.forward
+
+    def flaky(a, c, offset=0):
+        calls["n"] += 1
+        return real(a, c, offset) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    module.loss_fn.forward = flaky
+    trainer = L.Trainer(
+        max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )
+    with pytest.raises(UserError, match="loss became nan at step 2"):
+        trainer.fit(module, datamodule=Pairs())
+    assert all(torch.isfinite(p).all() for p in module.parameters())

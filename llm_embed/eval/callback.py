@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import lightning.pytorch as pl
@@ -89,8 +90,9 @@ class ClusteringEvalCallback(pl.Callback):
         modes = [(m, m.training) for m in encoder.modules()] if hasattr(encoder, "modules") else []
         if hasattr(encoder, "eval"):
             encoder.eval()
+        merged = encoder.merged_adapter() if hasattr(encoder, "merged_adapter") else nullcontext()
         try:
-            with torch.inference_mode():
+            with merged, torch.inference_mode():
                 return evaluate_clustering(
                     encoder,
                     self.tasks,
