@@ -43,14 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m llm_embed.evaluate",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", help="packaged name, local folder, hub id, run folder, or st:<name>")
     p.add_argument(
         "--kind",
         default="auto",
         choices=["auto", "llm", "run", "sentence-transformers"],
-        help="what --model is (auto-detected by default)",
+        help="what --model is (default: auto-detected)",
     )
     p.add_argument("--adapter", help="trained run folder whose LoRA adapter is merged into --model")
     p.add_argument("--pooling", help="pooling (default: last, or the run's saved pooling)")
@@ -67,9 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated local or MTEB clustering task names (default: the offline suite)",
     )
     p.add_argument("--max-documents", type=int, help="seeded subsample per task (default: all)")
-    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
-        "--seed", type=int, default=42, help="task seed: subsample and k-means bootstrap"
+        "--batch-size", type=int, default=32, help="texts per forward pass (default: 32)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="task seed: subsample and k-means bootstrap (default: 42)",
     )
     p.add_argument(
         "--grid", action="store_true", help="sweep poolings x prompts (sensible defaults)"

