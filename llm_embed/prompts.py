@@ -62,19 +62,25 @@ def get_prompt(prompt: str | PromptTemplate) -> PromptTemplate:
     )
 
 
-def load_prompts(path: str | Path) -> dict[str, PromptTemplate]:
-    """Read user templates from YAML: a mapping ``name: template`` (each with one ``{text}``)."""
+def read_yaml_mapping(path: str | Path, what: str, values: str) -> dict[str, str]:
+    """Read a YAML file holding a ``name: string`` mapping; one-line UserErrors otherwise."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"prompts file {path} not found: give a YAML file mapping names to templates")
+        raise UserError(f"{what} file {path} not found: give a YAML file mapping names to {values}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise UserError(f"prompts file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{what} file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise UserError(f"prompts file {path} must map names to template strings")
+        raise UserError(f"{what} file {path} must map names to {values}")
+    return {str(k): v for k, v in data.items()}
+
+
+def load_prompts(path: str | Path) -> dict[str, PromptTemplate]:
+    """Read user templates from YAML: a mapping ``name: template`` (each with one ``{text}``)."""
+    data = read_yaml_mapping(path, "prompts", "template strings")
     try:
         return {str(k): PromptTemplate(v, name=str(k)) for k, v in data.items()}
     except ValueError as err:

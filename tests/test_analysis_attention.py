@@ -209,3 +209,16 @@ def test_callback_logs_baseline_and_validation_in_a_trainer(tiny_model_dir, tmp_
         callback.baseline is not None
         and module.encoder.backbone.config._attn_implementation == "sdpa"
     )
+
+
+def test_attention_cli_plots_base_and_run(tiny_model_dir, tmp_path):
+    from llm_embed.attention import cli_main
+    from llm_embed.cli import run_cli
+
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="FEATURE_EXTRACTION")
+    EmbeddingModule(Encoder(tiny_model_dir), lora=lora).encoder.save(tmp_path / "run" / "model")
+    out = tmp_path / "att.png"
+    args = ["--model", tiny_model_dir, "--run", str(tmp_path / "run"), "--out", str(out)]
+    assert run_cli(lambda: cli_main(args)) == 0
+    assert out.stat().st_size > 1000
+    assert run_cli(lambda: cli_main(["--model", tiny_model_dir, "--run", str(tmp_path / "none")])) == 2

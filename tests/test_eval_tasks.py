@@ -13,8 +13,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from sklearn.cluster import MiniBatchKMeans
-from sklearn.metrics.cluster import v_measure_score
+from mteb_reference import mteb_bootstrap_v_measure
 
 from llm_embed.errors import UserError
 from llm_embed.eval import tasks as eval_tasks
@@ -75,26 +74,6 @@ class FakeEncoder:
     ) -> torch.Tensor:
         self.calls.append((list(texts), batch_size, prompt))
         return torch.from_numpy(np.stack([self.embed_one(t) for t in texts]).astype(np.float32))
-
-
-def mteb_bootstrap_v_measure(
-    embeddings: np.ndarray, labels: list[str], *, seed: int, size: int
-) -> float:
-    """mteb 2.x AbsTaskClustering scoring, rewritten with sklearn: mean V-measure of 10 rounds."""
-    rng = random.Random(seed)
-    labels_np = np.asarray(labels)
-    scores = []
-    for _ in range(10):
-        idx = rng.choices(range(len(labels)), k=size)
-        kmeans = MiniBatchKMeans(
-            n_clusters=len(set(labels)),
-            batch_size=512,
-            init="k-means++",
-            n_init=1,
-            random_state=seed,
-        )
-        scores.append(v_measure_score(labels_np[idx], kmeans.fit_predict(embeddings[idx])))
-    return float(np.mean(scores))
 
 
 @pytest.fixture

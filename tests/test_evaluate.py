@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.cluster import MiniBatchKMeans
-from sklearn.metrics.cluster import v_measure_score
+from mteb_reference import mteb_bootstrap_v_measure
 
 from llm_embed.cli import run_cli
 from llm_embed.encoder import Encoder
@@ -70,26 +69,6 @@ class TinyColors(LocalClusteringTask):
         return color_corpus()
 
 
-def mteb_bootstrap_v_measure(
-    embeddings: np.ndarray, labels: list[str], *, seed: int, size: int
-) -> float:
-    """mteb 2.x AbsTaskClustering scoring with sklearn (as in tests/test_eval_tasks.py)."""
-    rng = random.Random(seed)
-    labels_np = np.asarray(labels)
-    scores = []
-    for _ in range(10):
-        idx = rng.choices(range(len(labels)), k=size)
-        kmeans = MiniBatchKMeans(
-            n_clusters=len(set(labels)),
-            batch_size=512,
-            init="k-means++",
-            n_init=1,
-            random_state=seed,
-        )
-        scores.append(v_measure_score(labels_np[idx], kmeans.fit_predict(embeddings[idx])))
-    return float(np.mean(scores))
-
-
 @pytest.fixture(autouse=True)
 def tiny_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(eval_tasks.LOCAL_TASKS, "TinyTopics", TinyTopics)
@@ -116,21 +95,22 @@ def minilm_installed() -> bool:
 # --- the score is mteb's V-measure of the one encoder path ---------------------------------------
 
 
-def test_cli_v_measure_equals_sklearn_on_encoder_embeddings(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("seed", [42, 7])
+def test_cli_v_measure_equals_sklearn_on_encoder_embeddings(tiny_model_dir, tmp_path, seed):
     out = tmp_path / "out"
-    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--pooling", "mean"]
+    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--pooling", "mean", "--seed", str(seed)]
     assert evaluate([*args, "--prompt", "clustering", "--batch-size", "8", "--out", str(out)]) == 0
     (record,) = read(out)
     texts, labels = topic_corpus()
     encoder = Encoder(tiny_model_dir, pooling="mean", prompt="clustering")
     embeddings = encoder.encode(texts, batch_size=8).numpy()
-    expected = mteb_bootstrap_v_measure(embeddings, labels, seed=42, size=len(texts))
+    expected = mteb_bootstrap_v_measure(embeddings, labels, seed=seed, size=len(texts))
     assert 0.0 < expected < 1.0
     assert record["v_measure"] == pytest.approx(expected, abs=1e-9)
     assert record["pooling"] == "mean" and record["prompt"] == "clustering"
     assert record["prompt_template"] == PROMPTS["clustering"]
     assert record["model"] == tiny_model_dir and record["adapter"] is None
-    assert record["seed"] == 42 and record["max_documents"] is None
+    assert record["seed"] == seed and record["max_documents"] is None
     assert set(record["versions"]) == {*eval_run.VERSIONED}
     assert record["versions"]["mteb"] and record["git_revision"] and record["date"]
 

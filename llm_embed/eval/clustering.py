@@ -47,6 +47,7 @@ def evaluate_clustering(
     max_documents: int | None = None,
     task_prompts: Mapping[str, str] | None = None,
     show_progress: bool = False,
+    seed: int = 42,
 ) -> dict[str, float]:
     """Main-score V-measure of ``encoder`` on each clustering task.
 
@@ -61,6 +62,7 @@ def evaluate_clustering(
         max_documents: Cap on documents per task (seeded subsample); None = task default.
         task_prompts: Task name -> prompt override; absent tasks use the encoder's default.
         show_progress: Show mteb's progress bars and INFO logs.
+        seed: Seed of subsampling and of mteb's bootstrap rounds (mteb's default: 42).
 
     Returns:
         ``{task_name: v_measure}`` in the order of ``task_names``.
@@ -73,7 +75,7 @@ def evaluate_clustering(
     model = MTEBEncoder(encoder, task_prompts=task_prompts)
     # AbsTask() reseeds the global RNGs: keep the caller's (e.g. a training run's) streams intact.
     with preserve_global_rng(), _quiet_logging(not show_progress):
-        tasks = get_tasks(task_names, max_documents=max_documents)
+        tasks = get_tasks(task_names, max_documents=max_documents, seed=seed)
         for task in tasks:
             load_task_data(task)  # fails early, as one line, if an MTEB dataset is unreachable
         result = mteb.evaluate(

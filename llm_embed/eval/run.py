@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import gc
 import importlib.metadata
-import inspect
 import json
 import logging
 import math
@@ -43,7 +42,7 @@ from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.st_encoder import ST_PACKAGED, STEncoder, is_st_folder
 from llm_embed.eval.tasks import OFFLINE_SUITE, check_max_documents, get_tasks
 from llm_embed.pooling import POOLING_MODES, from_config
-from llm_embed.prompts import PROMPTS, PromptTemplate, get_prompt, load_prompts
+from llm_embed.prompts import PROMPTS, PromptTemplate, get_prompt, load_prompts, read_yaml_mapping
 
 log = logging.getLogger(__name__)
 
@@ -303,22 +302,7 @@ def plan_cells(
 
 def load_task_prompts(path: str | Path) -> dict[str, str]:
     """Read a YAML mapping ``task name: prompt name or template``."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"task prompts file {path} not found: give a YAML mapping task -> prompt")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise UserError(
-            f"task prompts file {path} is not valid YAML: {str(err).splitlines()[0]}"
-        ) from None
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise UserError(
-            f"task prompts file {path} must map task names to prompt names or templates"
-        )
-    return {str(k): v for k, v in data.items()}
+    return read_yaml_mapping(path, "task prompts", "prompt names or templates")
 
 
 # -- loading and swapping -------------------------------------------------------------------------
@@ -632,17 +616,6 @@ def _slug(name: str) -> str:
 
 
 # -- the command ----------------------------------------------------------------------------------
-def _seed_kwargs(seed: int) -> dict[str, int]:
-    """``seed=`` for evaluate_clustering when it takes one; only mteb's default 42 otherwise."""
-    if "seed" in inspect.signature(evaluate_clustering).parameters:
-        return {"seed": seed}
-    if seed != DEFAULT_SEED:
-        raise UserError(
-            f"seed={seed}: this build's evaluate_clustering has no seed parameter; only {DEFAULT_SEED} works"
-        )
-    return {}
-
-
 def run_evaluation(
     model: str | None = None,
     *,
@@ -697,7 +670,7 @@ def run_evaluation(
         raise UserError(str(err)) from None
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size={batch_size!r} is invalid; use an int >= 1")
-    seed_kwargs = _seed_kwargs(seed)
+    seed_kwargs = {"seed": seed}
     tasks = OFFLINE_SUITE if tasks is None else [tasks] if isinstance(tasks, str) else tasks
     if not tasks:
         raise UserError("no tasks given: name at least one, e.g. BBCNewsHeadlines")

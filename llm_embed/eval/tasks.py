@@ -269,7 +269,7 @@ def preserve_global_rng() -> Iterator[None]:
                 torch.cuda.set_rng_state_all(cuda_states)
 
 
-def _mteb_task(name: str, max_documents: int | None) -> AbsTask:
+def _mteb_task(name: str, max_documents: int | None, seed: int = 42) -> AbsTask:
     """A fresh real MTEB task (its data is fetched later, by ``load_task_data``)."""
     try:
         task = mteb.get_tasks(tasks=[name])[0]
@@ -285,6 +285,9 @@ def _mteb_task(name: str, max_documents: int | None) -> AbsTask:
         raise UserError(
             f"task {name!r} is an MTEB {task.metadata.type} task: only Clustering tasks are supported"
         )
+    if seed != task.seed:  # the same three RNGs AbsTask.__init__ seeds
+        task.seed = seed
+        task.rng_state, task.np_rng = random.Random(seed), np.random.default_rng(seed)
     if max_documents is not None:
         if isinstance(task, AbsTaskClustering):
             task.max_fraction_of_documents_to_embed = None
@@ -297,7 +300,9 @@ def _mteb_task(name: str, max_documents: int | None) -> AbsTask:
     return task
 
 
-def get_tasks(names: Sequence[str], *, max_documents: int | None = None) -> list[AbsTask]:
+def get_tasks(
+    names: Sequence[str], *, max_documents: int | None = None, seed: int = 42
+) -> list[AbsTask]:
     """Fresh task instances for ``names`` (local names first, else real MTEB task names).
 
     Fresh instances matter: a task's bootstrap RNG advances as it runs, so reusing one gives
@@ -306,6 +311,7 @@ def get_tasks(names: Sequence[str], *, max_documents: int | None = None) -> list
     Args:
         names: Task names, e.g. ``OFFLINE_SUITE`` or ``["TwentyNewsgroupsClustering.v2"]``.
         max_documents: Cap on the documents per task (a seeded subsample; None = task default).
+        seed: Seed of the subsample and of mteb's bootstrap rounds (mteb's default: 42).
 
     Raises:
         UserError: A name is neither local nor an MTEB clustering task.
@@ -320,9 +326,9 @@ def get_tasks(names: Sequence[str], *, max_documents: int | None = None) -> list
     with preserve_global_rng():
         for name in names:
             if name in LOCAL_TASKS:
-                tasks.append(LOCAL_TASKS[name](max_documents=max_documents))
+                tasks.append(LOCAL_TASKS[name](max_documents=max_documents, seed=seed))
             else:
-                tasks.append(_mteb_task(name, max_documents))
+                tasks.append(_mteb_task(name, max_documents, seed))
     return tasks
 
 
