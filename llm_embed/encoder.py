@@ -87,21 +87,34 @@ class Encoder(nn.Module):
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id  # decoders often have no pad token; pad = eos
-        if self.pooling.appends_eos and self.tokenizer.eos_token_id is None:
-            raise UserError(f"pooling 'eos' needs an EOS token, and model {backbone!r} has none")
-        self.config_dict: dict[str, Any] = {
-            "backbone": backbone,
+        self.dtype_name = dtype
+        self.attn_implementation = attn_implementation
+        self.trust_remote_code = trust_remote_code
+        self.set_pooling(self.pooling)  # checks what the pooling needs of the tokenizer
+        self.num_truncated = 0  # texts cut to max_text_tokens so far
+
+    def set_pooling(self, pooling: str | Pooling) -> None:
+        """Use another pooling on the same backbone (poolings hold no weights; a grid swaps them)."""
+        pooling = from_config(pooling)
+        if pooling.appends_eos and self.tokenizer.eos_token_id is None:
+            raise UserError(f"pooling 'eos' needs an EOS token, and model {self.backbone_name!r} has none")
+        self.pooling = pooling
+
+    @property
+    def config_dict(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this encoder (``Encoder(**config_dict)``)."""
+        return {
+            "backbone": self.backbone_name,
             "pooling": self.pooling.to_config(),
             "prompt": self.prompt.template,
-            "normalize": normalize,
-            "max_text_tokens": max_text_tokens,
-            "padding_side": padding_side,
-            "layer": layer,
-            "dtype": dtype,
-            "attn_implementation": attn_implementation,
-            "trust_remote_code": trust_remote_code,
+            "normalize": self.normalize,
+            "max_text_tokens": self.max_text_tokens,
+            "padding_side": self.padding_side,
+            "layer": self.layer,
+            "dtype": self.dtype_name,
+            "attn_implementation": self.attn_implementation,
+            "trust_remote_code": self.trust_remote_code,
         }
-        self.num_truncated = 0  # texts cut to max_text_tokens so far
 
     @property
     def name(self) -> str:

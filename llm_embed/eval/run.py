@@ -11,7 +11,7 @@ sentence-transformers baseline, and writes to ``out``:
 How a grid reuses the model: the backbone is loaded ONCE per model. The prompt of a cell goes
 through ``evaluate_clustering(..., task_prompts={task: template})`` (the adapter's documented
 per-task override), and the pooling is swapped on the same :class:`~llm_embed.encoder.Encoder`
-by :func:`use_pooling` (pooling is a stateless module that reads the backbone's states, so no
+by :meth:`Encoder.set_pooling` (pooling is a stateless module that reads the backbone's states, so no
 other encoder state depends on it). Nothing else of the encoder path is duplicated.
 
 Resuming: a (configuration, task) whose record is already in ``results.json`` with the same
@@ -41,7 +41,7 @@ from llm_embed.errors import UserError
 from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.st_encoder import ST_PACKAGED, STEncoder, is_st_folder
 from llm_embed.eval.tasks import OFFLINE_SUITE, check_max_documents, get_tasks
-from llm_embed.pooling import POOLING_MODES, from_config
+from llm_embed.pooling import POOLING_MODES
 from llm_embed.prompts import PROMPTS, PromptTemplate, get_prompt, load_prompts, read_yaml_mapping
 
 log = logging.getLogger(__name__)
@@ -306,22 +306,6 @@ def load_task_prompts(path: str | Path) -> dict[str, str]:
 
 
 # -- loading and swapping -------------------------------------------------------------------------
-def use_pooling(encoder: Encoder, pooling: str) -> None:
-    """Swap ``encoder``'s pooling in place, keeping its backbone and tokenizer (grid cells).
-
-    The pooling strategies hold no weights and only read the backbone's states, and
-    ``encoder.tokenize`` reads ``encoder.pooling.appends_eos`` on every call, so a swapped-in
-    EOS pooling appends its EOS token like one given to the constructor.
-    """
-    new = from_config(pooling)
-    if new.appends_eos and encoder.tokenizer.eos_token_id is None:
-        raise UserError(
-            f"pooling 'eos' needs an EOS token, and model {encoder.backbone_name!r} has none"
-        )
-    encoder.pooling = new
-    encoder.config_dict["pooling"] = new.to_config()
-
-
 def load_encoder(source: ModelSource, first: Cell) -> Any:
     """Build the encoder of ``source`` once, with the first cell's pooling (later cells swap it)."""
     start = time.monotonic()
@@ -670,7 +654,6 @@ def run_evaluation(
         raise UserError(str(err)) from None
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size={batch_size!r} is invalid; use an int >= 1")
-    seed_kwargs = {"seed": seed}
     tasks = OFFLINE_SUITE if tasks is None else [tasks] if isinstance(tasks, str) else tasks
     if not tasks:
         raise UserError("no tasks given: name at least one, e.g. BBCNewsHeadlines")
@@ -740,7 +723,7 @@ def run_evaluation(
                         f"{source.label} {cell.pooling}/{_md_cell(cell.prompt, 20)} {task}"
                     )
                     if source.kind != "sentence-transformers":
-                        use_pooling(encoder, cell.pooling)
+                        encoder.set_pooling(cell.pooling)
                     start = time.monotonic()
                     score = evaluate_clustering(
                         encoder,
@@ -748,7 +731,7 @@ def run_evaluation(
                         batch_size=batch_size,
                         max_documents=max_documents,
                         task_prompts={task: cell.template(task)},
-                        **seed_kwargs,
+                        seed=seed,
                     )[task]
                     seconds = time.monotonic() - start
                     record = make_record(
