@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from llm_embed.errors import UserError
 
@@ -13,6 +14,52 @@ from llm_embed.errors import UserError
 def _one_line(err: BaseException) -> str:
     lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
     return " ".join(lines[:2])[:500] if lines else type(err).__name__
+
+
+def config_paths(argv: Sequence[str]) -> list[str]:
+    """The values of ``--config X`` / ``--config=X`` in a command line."""
+    paths = []
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            paths.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.split("=", 1)[1])
+    return paths
+
+
+def check_config_file(path: str | Path) -> None:
+    """Raise a one-line UserError naming the file, line and column if a YAML config cannot be read.
+
+    jsonargparse reports a YAML syntax error without the file's name (``"<unicode string>"``)
+    and lets a non-UTF-8 byte escape as a traceback.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise UserError(
+            f"config {path} is not UTF-8 text (byte {err.start}, line {line}): save it as UTF-8"
+        ) from None
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(
+            f"config {path} is not valid YAML: {err.problem or err.context}{where}: fix the syntax there"
+        ) from None
+    except yaml.YAMLError as err:
+        raise UserError(f"config {path} is not valid YAML: {_one_line(err)}") from None
+
+
+def check_config_files(argv: Sequence[str]) -> None:
+    """:func:`check_config_file` for every ``--config`` that names a file (jsonargparse reports the rest)."""
+    for value in config_paths(argv):
+        if Path(value).is_file():
+            check_config_file(value)
 
 
 def run_cli(main: Callable[[], object]) -> int:
@@ -37,7 +84,10 @@ def run_cli(main: Callable[[], object]) -> int:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     except Exception as err:  # jsonargparse's parse errors: show one line, not a usage dump
-        if type(err).__name__ in ("ArgumentError", "NSKeyError") or "jsonargparse" in type(err).__module__:
+        if (
+            type(err).__name__ in ("ArgumentError", "NSKeyError")
+            or "jsonargparse" in type(err).__module__
+        ):
             print(f"error: bad config or argument: {_one_line(err)} (see --help)", file=sys.stderr)
             return 2
         raise

@@ -45,6 +45,8 @@ class Encoder(nn.Module):
         dtype: backbone weight dtype (``float32``; ``bfloat16`` on GPUs).
         attn_implementation: ``sdpa`` (fast), ``eager`` (needed for attention maps).
         trust_remote_code: let transformers run code shipped with a hub model (off by default).
+        load_in_4bit: keep the frozen base weights in 4-bit NF4 on the GPU (QLoRA; needs CUDA
+            and bitsandbytes, else a one-line error).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class Encoder(nn.Module):
         dtype: str = "float32",
         attn_implementation: str | None = "sdpa",
         trust_remote_code: bool = False,
+        load_in_4bit: bool = False,
     ) -> None:
         super().__init__()
         if max_text_tokens < 1:
@@ -80,6 +83,7 @@ class Encoder(nn.Module):
             dtype=dtype,
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
+            load_in_4bit=load_in_4bit,
         )
         n_layers = self.backbone.config.num_hidden_layers
         if not -(n_layers + 1) <= layer <= n_layers:
@@ -90,6 +94,7 @@ class Encoder(nn.Module):
         self.dtype_name = dtype
         self.attn_implementation = attn_implementation
         self.trust_remote_code = trust_remote_code
+        self.load_in_4bit = load_in_4bit
         self.set_pooling(self.pooling)  # checks what the pooling needs of the tokenizer
         self.num_truncated = 0  # texts cut to max_text_tokens so far
 
@@ -114,6 +119,7 @@ class Encoder(nn.Module):
             "dtype": self.dtype_name,
             "attn_implementation": self.attn_implementation,
             "trust_remote_code": self.trust_remote_code,
+            "load_in_4bit": self.load_in_4bit,
         }
 
     @property
@@ -192,6 +198,7 @@ class Encoder(nn.Module):
             attention_mask=batch["attention_mask"],
             position_ids=batch["position_ids"],
             output_hidden_states=self.layer != -1,
+            use_cache=False,  # no KV cache: one pass per text, nothing to reuse
         )
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
         emb = self.pooling(hidden.float(), batch["attention_mask"], prompt_mask=batch["prompt_mask"])

@@ -67,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_csv,
         help="comma-separated local or MTEB clustering task names (default: the offline suite)",
     )
-    p.add_argument("--max-documents", type=int, help="seeded subsample per task (default: all)")
+    p.add_argument(
+        "--max-documents",
+        help="seeded subsample per task: N, or N plus per-task caps, e.g. 500,BBCNewsArticles=200 "
+        "(default: all)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=32, help="texts per forward pass (default: 32)"
     )

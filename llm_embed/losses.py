@@ -1,7 +1,7 @@
 """InfoNCE with in-batch negatives, as a pure function plus a thin module.
 
 ``info_nce`` is pure math on embeddings, so the plain loss, the cross-device gathered loss and
-a cached (GradCache) loss all share it.
+the cached (GradCache, :mod:`llm_embed.gradcache`) loss all share it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from llm_embed.distributed import gather_with_grad
 
 
 def info_nce(
@@ -18,6 +20,7 @@ def info_nce(
     temperature: float = 0.2,
     offset: int = 0,
     symmetric: bool = False,
+    gather: bool = False,
 ) -> torch.Tensor:
     """One-direction InfoNCE over cosine similarities (van den Oord et al., arXiv 1807.03748).
 
@@ -28,39 +31,60 @@ def info_nce(
 
     Args:
         anchors: (B, D) anchor embeddings (normalized here; any scale works).
-        candidates: (N, D) positives, N >= B + offset; with cross-device gathering N = world * B.
+        candidates: (N, D) positives (and any extra negatives), N >= B + offset.
         temperature: τ > 0.
-        offset: index of anchor 0's positive among the candidates (``rank * B`` under DDP).
+        offset: index of anchor 0's positive among this rank's candidates.
         symmetric: also score candidates -> anchors (needs N == B).
+        gather: under a process group, score the local anchors against the candidates of *all*
+            ranks (gathered with gradient, :func:`~llm_embed.distributed.gather_with_grad`), so
+            the global batch is the negative pool; the positive of anchor 0 then sits at this
+            rank's row offset in the gathered candidates. No-op on one device. Each rank returns
+            the mean over its own anchors; DDP's gradient averaging makes the update that of the
+            mean over the global batch (see :mod:`llm_embed.distributed`).
 
     Returns:
-        Scalar mean loss.
+        Scalar mean loss over this rank's anchors.
     """
     if temperature <= 0:
         raise ValueError(f"temperature={temperature} must be > 0")
-    a = F.normalize(anchors.float(), dim=-1)
-    c = F.normalize(candidates.float(), dim=-1)
-    logits = a @ c.T / temperature  # (B, N)
-    labels = torch.arange(a.size(0), device=a.device) + offset  # (B,)
+    if symmetric and candidates.size(0) != anchors.size(0):
+        raise ValueError("symmetric InfoNCE needs as many candidates as anchors")
+    a = F.normalize(anchors.float(), dim=-1)  # (B, D)
+    c = F.normalize(candidates.float(), dim=-1)  # (N, D)
+    c_all, c_start = gather_with_grad(c) if gather else (c, 0)  # (world * N, D)
+    logits = a @ c_all.T / temperature  # (B, world * N)
+    labels = torch.arange(a.size(0), device=a.device) + c_start + offset  # (B,)
     loss = F.cross_entropy(logits, labels)
     if symmetric:
-        if c.size(0) != a.size(0):
-            raise ValueError("symmetric InfoNCE needs as many candidates as anchors")
-        loss = (loss + F.cross_entropy(logits.T, labels - offset)) / 2
+        a_all, a_start = gather_with_grad(a) if gather else (a, 0)  # (world * B, D)
+        back = c @ a_all.T / temperature  # (B, world * B)
+        loss = (
+            loss + F.cross_entropy(back, torch.arange(c.size(0), device=c.device) + a_start)
+        ) / 2
     return loss
 
 
 class InfoNCELoss(nn.Module):
     """Module wrapper of :func:`info_nce` holding its settings (for configs and hparams)."""
 
-    def __init__(self, temperature: float = 0.2, symmetric: bool = False) -> None:
+    def __init__(
+        self, temperature: float = 0.2, symmetric: bool = False, gather: bool = False
+    ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} must be > 0")
         self.temperature = temperature
         self.symmetric = symmetric
+        self.gather = gather
 
-    def forward(self, anchors: torch.Tensor, candidates: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    def forward(
+        self, anchors: torch.Tensor, candidates: torch.Tensor, offset: int = 0
+    ) -> torch.Tensor:
         return info_nce(
-            anchors, candidates, temperature=self.temperature, offset=offset, symmetric=self.symmetric
+            anchors,
+            candidates,
+            temperature=self.temperature,
+            offset=offset,
+            symmetric=self.symmetric,
+            gather=self.gather,
         )

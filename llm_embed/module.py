@@ -2,11 +2,17 @@
 
 The encoder is injected (``class_path``/``init_args`` in the config), so the same module trains
 any backbone, pooling and prompt. Only the LoRA weights train; checkpoints hold only them.
+
+Scale switches (all plain hparams, see ``configs/ddp.yaml``): ``gather_across_devices`` makes the
+global batch the negative pool under DDP/FSDP; ``grad_cache`` computes a large contrastive batch in
+mini-batches at flat memory (:mod:`llm_embed.gradcache`); ``gradient_checkpointing`` trades a
+recomputation for activation memory. Mixed precision is the Trainer's ``precision``.
 """
 
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from enum import Enum
 from typing import Any
 
@@ -16,6 +22,7 @@ from peft import LoraConfig, get_peft_model
 
 from llm_embed.encoder import Encoder
 from llm_embed.errors import UserError
+from llm_embed.gradcache import cached_loss, embed_in_chunks
 from llm_embed.losses import InfoNCELoss
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,20 @@ def reference_lora() -> LoraConfig:
     )
 
 
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Turn on non-reentrant activation checkpointing of a transformers model's layers.
+
+    Reentrant checkpointing (the old default) gives no gradient to a layer whose inputs need none
+    (every layer of a frozen base, unless input grads are forced on), and it refuses
+    ``torch.autograd.grad``, which GradCache's second pass uses.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class EmbeddingModule(L.LightningModule):
     """Contrastive LoRA fine-tuning of a decoder encoder on (anchor, positive) text pairs.
 
@@ -57,6 +78,14 @@ class EmbeddingModule(L.LightningModule):
         lr: AdamW peak learning rate.
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up steps, then linear decay to 0 at the last step.
+        gather_across_devices: under DDP/FSDP, score each anchor against the positives of all
+            ranks (gathered with gradient): ``world * B - 1`` negatives instead of ``B - 1``.
+            No-op on one device.
+        grad_cache: compute the contrastive batch with GradCache (two forward passes, activation
+            memory of one mini-batch); combines with ``gather_across_devices``. DDP or one device.
+        grad_cache_mini_batch: texts per forward pass under ``grad_cache`` (and in validation).
+        gradient_checkpointing: recompute each layer's activations in the backward pass
+            (non-reentrant, so LoRA gets its gradients); less memory, ~30% more compute.
     """
 
     def __init__(
@@ -68,20 +97,40 @@ class EmbeddingModule(L.LightningModule):
         lr: float = 5e-5,
         weight_decay: float = 0.0,
         warmup_steps: int = 100,
+        gather_across_devices: bool = True,
+        grad_cache: bool = False,
+        grad_cache_mini_batch: int = 32,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if lr <= 0:
             raise ValueError(f"lr={lr} must be > 0")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps={warmup_steps} must be >= 0")
+        if grad_cache_mini_batch < 1:
+            raise ValueError(f"grad_cache_mini_batch={grad_cache_mini_batch} must be >= 1")
         self.save_hyperparameters(ignore=["encoder", "lora"])
         lora = lora if lora is not None else reference_lora()
-        self.hparams["lora"] = plain(lora.to_dict())  # plain types keep checkpoints weights_only-loadable
+        # plain types keep checkpoints weights_only-loadable
+        self.hparams["lora"] = plain(lora.to_dict())
         self.hparams["encoder"] = encoder.config_dict
         self.encoder = encoder
+        if getattr(encoder.backbone, "is_loaded_in_4bit", False):
+            from peft import prepare_model_for_kbit_training
+
+            # fp32 norms and input grads for a 4-bit base (QLoRA); it freezes every base weight
+            encoder.backbone = prepare_model_for_kbit_training(
+                encoder.backbone,
+                use_gradient_checkpointing=gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
         # peft modifies the backbone in place; wrap once, before the optimizer exists.
         self.encoder.backbone = get_peft_model(encoder.backbone, lora)
-        self.loss_fn = InfoNCELoss(temperature=temperature, symmetric=symmetric)
+        if gradient_checkpointing:
+            enable_checkpointing(self.encoder.backbone.get_base_model())
+        self.loss_fn = InfoNCELoss(
+            temperature=temperature, symmetric=symmetric, gather=gather_across_devices
+        )
         self.strict_loading = False  # checkpoints hold only the trainable (LoRA) weights
         self.encoder.train()  # from_pretrained leaves the backbone in eval mode
 
@@ -89,10 +138,47 @@ class EmbeddingModule(L.LightningModule):
         """Embed texts (inference); training goes through :meth:`training_step`."""
         return self.encoder.encode(texts)
 
+    def _embed(self, texts: list[str]) -> torch.Tensor:
+        return self.encoder(self.encoder.tokenize(texts))  # (B, D)
+
     def _loss(self, batch: dict[str, list[str]]) -> torch.Tensor:
-        anchors = self.encoder(self.encoder.tokenize(batch["anchor"]))  # (B, D)
-        positives = self.encoder(self.encoder.tokenize(batch["positive"]))  # (B, D)
-        return self.loss_fn(anchors, positives)
+        """InfoNCE of a batch; with GradCache (when gradients are on) its parameter gradients are attached."""
+        columns = [batch["anchor"], batch["positive"]]
+        if not self.hparams.grad_cache:
+            return self.loss_fn(*(self._embed(texts) for texts in columns))
+        size = self.hparams.grad_cache_mini_batch
+        if not torch.is_grad_enabled():  # validation: the first pass alone, in mini-batches
+            return self.loss_fn(*(embed_in_chunks(self._embed, texts, size) for texts in columns))
+        params = [p for p in self.parameters() if p.requires_grad]
+        return cached_loss(
+            self._embed,
+            columns,
+            self.loss_fn,
+            params,
+            mini_batch_size=size,
+            grad_scale=self._loss_scale(),
+        )
+
+    def _loss_scale(self) -> float:
+        """The fp16 GradScaler's current scale (1 without one): GradCache scales its inner backward by it."""
+        scaler = getattr(self._trainer, "scaler", None) if self._trainer is not None else None
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.grad_cache:
+            from lightning.pytorch.strategies import (
+                DDPStrategy,
+                DeepSpeedStrategy,
+                SingleDeviceStrategy,
+            )
+
+            strategy = self.trainer.strategy
+            supported = isinstance(strategy, DDPStrategy | SingleDeviceStrategy)
+            if not supported or isinstance(strategy, DeepSpeedStrategy):  # DeepSpeed subclasses DDP
+                raise UserError(
+                    f"model.grad_cache works on one device or with DDP, not with {type(strategy).__name__}: "
+                    "use trainer.strategy ddp, or set model.grad_cache false (gather_across_devices still works)"
+                )
 
     def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)
@@ -103,12 +189,19 @@ class EmbeddingModule(L.LightningModule):
                 "resume from checkpoints/<run>/checkpoints/last.ckpt"
             )
         bs = len(batch["anchor"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        # sync_dist: the mean of the ranks' losses is the loss of the global batch
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs, sync_dist=True)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], batch_size=bs)
         return loss
 
     def validation_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
-        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=len(batch["anchor"]))
+        self.log(
+            "val/loss",
+            self._loss(batch),
+            prog_bar=True,
+            batch_size=len(batch["anchor"]),
+            sync_dist=True,
+        )
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad.detach().norm(2) for p in self.parameters() if p.grad is not None]
@@ -117,7 +210,9 @@ class EmbeddingModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        optimizer = torch.optim.AdamW(
+            params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(self.hparams.warmup_steps, total)
 
@@ -127,16 +222,42 @@ class EmbeddingModule(L.LightningModule):
             return max(0.0, (total - step) / max(1, total - warmup))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        trainable = {unwrapped(n) for n, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if unwrapped(k) in trainable
+        }
 
     def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero and self.trainer.log_dir:
-            path = self.encoder.save(f"{self.trainer.log_dir}/model")
-            log.info("saved encoder config and LoRA adapter to %s", path)
+        log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank asks, not rank 0 alone
+        with self._full_parameters():  # FSDP: every rank joins the gather, rank 0 writes
+            if self.trainer.is_global_zero and log_dir:
+                path = self.encoder.save(f"{log_dir}/model")
+                log.info("saved encoder config and LoRA adapter to %s", path)
+
+    def _full_parameters(self) -> AbstractContextManager[Any]:
+        """Under FSDP, the unsharded weights on rank 0 for the duration of the block; else a no-op."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if not isinstance(self.trainer.strategy, FSDPStrategy):
+            return nullcontext()
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel.summon_full_params(
+            self.trainer.strategy.model, writeback=False, rank0_only=True, offload_to_cpu=True
+        )
+
+
+def unwrapped(name: str) -> str:
+    """A parameter name without the wrapper segments FSDP and activation checkpointing insert."""
+    for part in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod."):
+        name = name.replace(part, "")
+    return name
 
 
 def trainable_fraction(module: torch.nn.Module) -> float:

@@ -111,3 +111,25 @@ def test_missing_model_is_one_clear_line(tmp_path):
         Encoder(str(tmp_path / "nope"))
     with pytest.raises(UserError, match="could not load model 'no-such-org/no-such-model'"):
         Encoder("no-such-org/no-such-model")
+
+
+def test_encode_sorts_by_length_runs_in_inference_mode_and_keeps_input_order(encoder):
+    """Fast encoding: length-sorted batches (little padding), inference mode, rows back in input order."""
+    texts = ["a", "stocks fell sharply on monday and again on tuesday", "the cat", "a man is driving a car", "x y"]
+    seen: list[tuple[int, bool]] = []
+
+    def record(module, args, kwargs):
+        seen.append((kwargs["attention_mask"].shape[1], torch.is_inference_mode_enabled()))
+
+    handle = encoder.backbone.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        out = encoder.encode(texts, batch_size=2)
+    finally:
+        handle.remove()
+    widths = [w for w, _ in seen]
+    assert widths == sorted(widths, reverse=True) and all(inference for _, inference in seen)
+    assert not out.requires_grad and out.device.type == "cpu"
+    one_by_one = torch.cat([encoder.encode([t]) for t in texts])
+    torch.testing.assert_close(out, one_by_one, atol=1e-5, rtol=1e-5)
+    perm = [3, 0, 4, 1, 2]
+    torch.testing.assert_close(encoder.encode([texts[i] for i in perm], batch_size=2), out[perm], atol=1e-5, rtol=1e-5)

@@ -98,7 +98,16 @@ def minilm_installed() -> bool:
 @pytest.mark.parametrize("seed", [42, 7])
 def test_cli_v_measure_equals_sklearn_on_encoder_embeddings(tiny_model_dir, tmp_path, seed):
     out = tmp_path / "out"
-    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--pooling", "mean", "--seed", str(seed)]
+    args = [
+        "--model",
+        tiny_model_dir,
+        "--tasks",
+        "TinyTopics",
+        "--pooling",
+        "mean",
+        "--seed",
+        str(seed),
+    ]
     assert evaluate([*args, "--prompt", "clustering", "--batch-size", "8", "--out", str(out)]) == 0
     (record,) = read(out)
     texts, labels = topic_corpus()
@@ -224,6 +233,50 @@ def test_task_prompts_and_user_templates(tiny_model_dir, tmp_path):
 # --- bad input: one line, exit code 2, before any model is loaded ---------------------------------
 
 
+def test_per_task_caps_are_recorded_resumed_and_described(tiny_model_dir, tmp_path, monkeypatch):
+    calls = []
+    real_eval = eval_run.evaluate_clustering
+
+    def counting_eval(*a, **kw):
+        calls.append((a[1][0], kw["max_documents"]))
+        return real_eval(*a, **kw)
+
+    monkeypatch.setattr(eval_run, "evaluate_clustering", counting_eval)
+    out = tmp_path / "caps"
+    base = ["--model", tiny_model_dir, "--tasks", "TinyTopics,TinyColors", "--out", str(out)]
+    assert evaluate([*base, "--max-documents", "30"]) == 0
+    assert evaluate([*base, "--max-documents", "30,TinyColors=20"]) == 0
+    # the second run re-scores only TinyColors, at its own cap
+    assert calls == [("TinyTopics", 30), ("TinyColors", 30), ("TinyColors", 20)]
+    records = read(out)
+    assert [(r["task"], r["max_documents"]) for r in records] == [
+        ("TinyTopics", 30), ("TinyColors", 30), ("TinyColors", 20),
+    ]  # fmt: skip
+    direct = evaluate_clustering(
+        Encoder(tiny_model_dir, pooling="last", prompt="clustering"),
+        ["TinyColors"],
+        max_documents=20,
+    )
+    assert records[2]["v_measure"] == pytest.approx(direct["TinyColors"], abs=1e-9)
+    md = (out / "results.md").read_text()
+    assert "TinyTopics at most 30, TinyColors at most 20 documents" in md
+    row = [line for line in md.splitlines() if line.startswith("| **")]
+    assert len(row) == 1 and f"{records[2]['v_measure']:.4f}" in row[0]
+
+
+def test_doc_caps_parse():
+    caps = eval_run.DocCaps.parse("500, BBCNewsArticles=200,WordNetNounGlosses=all")
+    assert caps("BBCNewsHeadlines") == 500 and caps("BBCNewsArticles") == 200
+    assert caps("WordNetNounGlosses") is None
+    assert eval_run.DocCaps.parse({"BBCNewsArticles": 200})("X") is None
+    assert eval_run.DocCaps.parse(None) == eval_run.DocCaps() == eval_run.DocCaps.parse("")
+    assert (
+        eval_run.DocCaps.parse(40)
+        .describe(["A", "B"])
+        .startswith("each task subsampled to at most 40")
+    )
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -232,8 +285,10 @@ def test_task_prompts_and_user_templates(tiny_model_dir, tmp_path):
         (["--prompt", "nope"], "prompt 'nope' is unknown"),
         (["--tasks", "NoSuchClusteringTask"], "unknown task 'NoSuchClusteringTask'"),
         (["--adapter", "/no/such/run"], "adapter folder '/no/such/run' not found"),
-        (["--max-documents", "abc"], "invalid int value"),
+        (["--max-documents", "abc"], "max_documents 'abc' is invalid"),
         (["--max-documents", "1"], "max_documents=1 is invalid"),
+        (["--max-documents", "30,TinyTopics=1"], "max_documents=1 for TinyTopics is invalid"),
+        (["--max-documents", "30,Elsewhere=20"], "max_documents names tasks not evaluated"),
         (["--batch-size", "0"], "batch_size=0 is invalid"),
         (["--pooling", "last", "--poolings", "mean"], "not both"),
     ],

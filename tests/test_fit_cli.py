@@ -77,6 +77,11 @@ def test_fit_smoke_writes_every_output(tiny_model_dir, tmp_path, monkeypatch):
         assert len(steps) == 2 and steps[0] == 0 < steps[1], (tag, steps)  # baseline and after training
         assert all(0.0 <= v <= 1.0 for _, v in scalars[tag])
     assert json.loads((run / "model" / "encoder.json").read_text())["pooling"] == {"type": "last"}
+    # written atomically (no temp file left) and loadable with weights_only=True, callbacks' state included
+    from llm_embed.resume import read_checkpoint
+
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 3
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, match: str) -> None:

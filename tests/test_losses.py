@@ -14,7 +14,10 @@ def reference_info_nce(a, c, tau, offset=0):
     """-1/B Σ_i log softmax_j(cos(a_i, c_j)/τ)[i + offset], one loop at a time."""
     total = 0.0
     for i in range(a.size(0)):
-        sims = [torch.nn.functional.cosine_similarity(a[i], c[j], dim=0).item() / tau for j in range(c.size(0))]
+        sims = [
+            torch.nn.functional.cosine_similarity(a[i], c[j], dim=0).item() / tau
+            for j in range(c.size(0))
+        ]
         log_z = math.log(sum(math.exp(s) for s in sims))
         total += -(sims[i + offset] - log_z)
     return total / a.size(0)
@@ -24,7 +27,9 @@ def reference_info_nce(a, c, tau, offset=0):
 def test_info_nce_equals_reference(tau):
     g = torch.Generator().manual_seed(0)
     a, c = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
-    assert info_nce(a, c, temperature=tau).item() == pytest.approx(reference_info_nce(a, c, tau), rel=1e-5)
+    assert info_nce(a, c, temperature=tau).item() == pytest.approx(
+        reference_info_nce(a, c, tau), rel=1e-5
+    )
 
 
 def test_offset_picks_the_right_candidate_block():
@@ -51,3 +56,26 @@ def test_symmetric_is_the_mean_of_both_directions():
 def test_bad_temperature():
     with pytest.raises(ValueError, match="temperature=0"):
         InfoNCELoss(temperature=0)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gather_on_one_process_is_the_plain_loss(symmetric):
+    g = torch.Generator().manual_seed(3)
+    a, c = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    gathered = InfoNCELoss(0.2, symmetric=symmetric, gather=True)(a, c)
+    assert gathered.item() == pytest.approx(
+        InfoNCELoss(0.2, symmetric=symmetric)(a, c).item(), rel=1e-6
+    )
+
+
+def test_symmetric_needs_one_candidate_per_anchor():
+    with pytest.raises(ValueError, match="as many candidates as anchors"):
+        info_nce(torch.randn(2, 3), torch.randn(4, 3), symmetric=True)
+
+
+def test_global_batch_loss_is_the_mean_of_per_rank_losses_against_gathered_candidates():
+    """What each DDP rank computes: its anchors against all candidates, positive at offset rank*B."""
+    g = torch.Generator().manual_seed(4)
+    a, c = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    per_rank = [info_nce(a[r * 3 : (r + 1) * 3], c, offset=r * 3) for r in range(2)]
+    assert (sum(per_rank) / 2).item() == pytest.approx(info_nce(a, c).item(), rel=1e-6)

@@ -11,25 +11,44 @@ from llm_embed.encoder import Encoder
 from llm_embed.module import EmbeddingModule, reference_lora
 
 PAIRS = {
-    "anchor": ["a man is driving a car", "the cat sat on the mat", "stocks fell sharply", "the team won"],
-    "positive": ["a man drives a car", "a cat sat on a mat", "stocks fell on monday", "the team won the final"],
+    "anchor": [
+        "a man is driving a car",
+        "the cat sat on the mat",
+        "stocks fell sharply",
+        "the team won",
+    ],
+    "positive": [
+        "a man drives a car",
+        "a cat sat on a mat",
+        "stocks fell on monday",
+        "the team won the final",
+    ],
 }
 
 
 def small_lora() -> LoraConfig:
-    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "o_proj"], task_type="FEATURE_EXTRACTION")
+    return LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "o_proj"],
+        task_type="FEATURE_EXTRACTION",
+    )
 
 
 @pytest.fixture
 def module(tiny_model_dir):
     torch.manual_seed(0)
-    return EmbeddingModule(Encoder(tiny_model_dir, pooling="mean"), lora=small_lora(), lr=1e-2, warmup_steps=0)
+    return EmbeddingModule(
+        Encoder(tiny_model_dir, pooling="mean"), lora=small_lora(), lr=1e-2, warmup_steps=0
+    )
 
 
 def test_only_lora_parameters_receive_gradients(module):
     module.train()
     module._loss(PAIRS).backward()
-    with_grad = {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    with_grad = {
+        n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0
+    }
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert with_grad and with_grad <= trainable
     assert all("lora_" in n for n in trainable)
@@ -50,8 +69,13 @@ def test_training_lowers_the_loss_and_checkpoints_hold_only_lora(module, tmp_pat
 
     before = module._loss(PAIRS).item()
     trainer = L.Trainer(
-        max_steps=8, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        max_steps=8,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=Pairs())
     module.eval()
@@ -61,7 +85,9 @@ def test_training_lowers_the_loss_and_checkpoints_hold_only_lora(module, tmp_pat
     state = torch.load(tmp_path / "x.ckpt", weights_only=True)["state_dict"]
     assert state and all("lora_" in k for k in state)
     # the checkpoint restores the trained LoRA weights into a fresh module
-    fresh = EmbeddingModule(Encoder(module.encoder.backbone_name, pooling="mean"), lora=small_lora())
+    fresh = EmbeddingModule(
+        Encoder(module.encoder.backbone_name, pooling="mean"), lora=small_lora()
+    )
     fresh.load_state_dict(state, strict=False)
     fresh.eval()
     assert fresh._loss(PAIRS).item() == pytest.approx(after, rel=1e-5)
@@ -99,9 +125,109 @@ def test_non_finite_loss_stops_with_a_message_naming_the_step(module, tmp_path):
 
     module.loss_fn.forward = flaky
     trainer = L.Trainer(
-        max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        max_steps=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     with pytest.raises(UserError, match="loss became nan at step 2"):
         trainer.fit(module, datamodule=Pairs())
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+# -- memory savers ------------------------------------------------------------------------------
+def lora_grads_of(
+    tiny_model_dir, *, dropout: float, seed: int = 1, **kwargs
+) -> dict[str, torch.Tensor]:
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=dropout,
+        target_modules=["q_proj", "v_proj", "o_proj"],
+        task_type="FEATURE_EXTRACTION",
+    )
+    torch.manual_seed(0)
+    m = EmbeddingModule(Encoder(tiny_model_dir, pooling="mean"), lora=lora, **kwargs)
+    with torch.no_grad():  # non-zero B, so A gets a gradient too
+        for n, p in m.named_parameters():
+            if "lora_B" in n:
+                p.fill_(0.01)
+    m.train()
+    assert m.encoder.backbone.get_base_model().gradient_checkpointing is kwargs.get(
+        "gradient_checkpointing", False
+    )
+    torch.manual_seed(seed)
+    m._loss(PAIRS).backward()
+    return {n: p.grad.clone() for n, p in m.named_parameters() if p.requires_grad}
+
+
+def test_gradient_checkpointing_gives_lora_the_same_gradients(tiny_model_dir):
+    """Non-reentrant checkpointing: LoRA gets the plain gradients, dropout (0.05, the paper's) replayed."""
+    plain = lora_grads_of(tiny_model_dir, dropout=0.05)
+    checkpointed = lora_grads_of(tiny_model_dir, dropout=0.05, gradient_checkpointing=True)
+    assert any(g.abs().sum() > 0 for n, g in checkpointed.items() if "lora_A" in n)
+    for n in plain:
+        torch.testing.assert_close(checkpointed[n], plain[n], atol=1e-6, rtol=1e-5, msg=n)
+    # with GradCache as well: its second pass uses torch.autograd.grad, which reentrant checkpointing
+    # refuses (no dropout: mini-batches draw other masks than the full batch)
+    plain = lora_grads_of(tiny_model_dir, dropout=0.0)
+    both = lora_grads_of(
+        tiny_model_dir,
+        dropout=0.0,
+        gradient_checkpointing=True,
+        grad_cache=True,
+        grad_cache_mini_batch=2,
+    )
+    for n in plain:
+        torch.testing.assert_close(both[n], plain[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_four_bit_without_bitsandbytes_or_cuda_is_one_clear_line(monkeypatch):
+    import importlib.util
+
+    from llm_embed import backbone
+    from llm_embed.errors import UserError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "bitsandbytes" else real(name, *a),
+    )
+    with pytest.raises(
+        UserError,
+        match=r"load_in_4bit needs bitsandbytes, which is not installed: run `pip install bitsandbytes`",
+    ):
+        backbone.load_backbone("unused", load_in_4bit=True)
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "bitsandbytes" else real(name, *a),
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(UserError, match="load_in_4bit needs a CUDA GPU and none is visible"):
+        backbone.load_backbone("unused", load_in_4bit=True)
+
+
+def test_scale_switches_are_plain_hparams_and_validated(module):
+    hp = module.hparams
+    assert (hp.gather_across_devices, hp.grad_cache, hp.gradient_checkpointing) == (
+        True,
+        False,
+        False,
+    )
+    assert module.loss_fn.gather is True and hp.grad_cache_mini_batch == 32
+    with pytest.raises(ValueError, match="grad_cache_mini_batch=0"):
+        EmbeddingModule(module.encoder, lora=small_lora(), grad_cache_mini_batch=0)
+
+
+def test_checkpoint_filter_sees_through_fsdp_and_compile_wrappers():
+    from llm_embed.module import unwrapped
+
+    name = "encoder.backbone._fsdp_wrapped_module.base_model.model.layers.0._checkpoint_wrapped_module.q_proj.lora_A.default.weight"
+    assert (
+        unwrapped(name) == "encoder.backbone.base_model.model.layers.0.q_proj.lora_A.default.weight"
+    )

@@ -14,7 +14,6 @@ import random
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
@@ -27,6 +26,7 @@ from llm_embed.data.generators import (
 )
 from llm_embed.data.pairs import check_on_bad_line, read_pairs, validate_pairs_file
 from llm_embed.errors import UserError
+from llm_embed.resume import EpochShuffleSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
 
@@ -197,14 +197,19 @@ class PairDataModule(L.LightningDataModule):
             )
 
     def train_dataloader(self) -> DataLoader:
-        """Seeded shuffle, full batches only (Lightning swaps in a DistributedSampler under DDP)."""
+        """Seeded shuffle, full batches only.
+
+        The order is a function of (seed, epoch) and the loader checkpoints its position, so a run
+        resumed mid-epoch sees the same batches as an uninterrupted one (``llm_embed.resume``).
+        Under DDP Lightning wraps the sampler in a DistributedSamplerWrapper (which forwards
+        ``set_epoch``), so each rank reads its share of the same permutation.
+        """
         self._check_enough_train_pairs()
-        return DataLoader(
+        return ResumableDataLoader(
             PairDataset(self.train_pairs),
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=EpochShuffleSampler(len(self.train_pairs), seed=self.seed),
             drop_last=True,
-            generator=torch.Generator().manual_seed(self.seed),
             collate_fn=collate_pairs,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

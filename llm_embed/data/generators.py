@@ -49,6 +49,10 @@ class PairGenerator(ABC):
     """
 
     name: ClassVar[str]
+    # A resumable generator takes ``resume_file=`` in ``generate`` and continues from it.
+    resumable: ClassVar[bool] = False
+    # Filled by ``generate``: counts worth keeping in the manifest (e.g. filter rejections).
+    report: dict
 
     @abstractmethod
     def generate(self, texts: Sequence[str], *, seed: int) -> list[dict]:
@@ -305,7 +309,11 @@ def ensure_pairs_file(
         log.info("reusing cached pairs %s", path)
         return path
     log.info("generating pairs from %d %s texts with %r", len(texts), source, generator)
-    pairs = generator.generate(texts, seed=seed)
+    progress = path.with_name(path.stem + ".progress.jsonl")
+    if generator.resumable:
+        pairs = generator.generate(texts, seed=seed, resume_file=progress)
+    else:
+        pairs = generator.generate(texts, seed=seed)
     for i, pair in enumerate(pairs):
         problem = pair_problem(pair)
         if problem is not None:
@@ -334,8 +342,10 @@ def ensure_pairs_file(
             # timezone.utc, not datetime.UTC: setup.cfg still allows Python 3.10.
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
             "llm_embed_version": __version__,
+            "report": getattr(generator, "report", None) or None,
         },
     )
     write_pairs(path, pairs)
+    progress.unlink(missing_ok=True)
     log.info("wrote %d pairs to %s", len(pairs), path)
     return path

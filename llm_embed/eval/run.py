@@ -106,6 +106,75 @@ class Cell:
         return dict(self.overrides).get(task, self.default).template
 
 
+@dataclass(frozen=True)
+class DocCaps:
+    """Documents kept per task: one default cap plus per-task overrides (None = the whole task).
+
+    Long-document tasks (BBC full articles, ~4x the tokens of a headline) need a smaller sample
+    than short ones for a grid to fit a time budget; every record stores its own task's cap.
+    """
+
+    default: int | None = None
+    per_task: tuple[tuple[str, int | None], ...] = ()
+
+    def __call__(self, task: str) -> int | None:
+        return dict(self.per_task).get(task, self.default)
+
+    @classmethod
+    def parse(cls, spec: int | str | Mapping[str, int | None] | DocCaps | None) -> DocCaps:
+        """From an int, None, a mapping (``default`` key optional) or text ``500,BBCNewsArticles=200``.
+
+        Raises:
+            UserError: A cap that is not an int >= 2 (k-means needs 2 points).
+        """
+        if isinstance(spec, DocCaps):
+            return spec
+        if spec is None or isinstance(spec, (int, bool)):
+            items: dict[str, Any] = {"default": spec}
+        elif isinstance(spec, Mapping):
+            items = dict(spec)
+        elif isinstance(spec, str):
+            items = {}
+            for part in (p.strip() for p in spec.split(",")):
+                if not part:
+                    continue
+                name, sep, value = part.rpartition("=")
+                items[name.strip() if sep else "default"] = _parse_cap(value.strip(), spec)
+        else:
+            raise UserError(f"max_documents={spec!r} is invalid; use an int >= 2 or TASK=N pairs")
+        for name, value in items.items():
+            try:
+                check_max_documents(value)
+            except ValueError:
+                where = "" if name == "default" else f" for {name}"
+                raise UserError(
+                    f"max_documents={value!r}{where} is invalid; use an int >= 2 (or all)"
+                ) from None
+        default = items.pop("default", None)
+        return cls(default, tuple(sorted(items.items())))
+
+    def describe(self, tasks: Sequence[str]) -> str:
+        """How the tasks were subsampled, for the table's caption."""
+        caps = {t: self(t) for t in tasks}
+        if all(c is None for c in caps.values()):
+            return "full tasks (each task's default size; no extra subsampling)"
+        if len(set(caps.values())) == 1:
+            return f"each task subsampled to at most {self.default} documents (seeded)"
+        parts = [f"{t} at most {c}" if c is not None else f"{t} in full" for t, c in caps.items()]
+        return "tasks subsampled (seeded): " + ", ".join(parts) + " documents"
+
+
+def _parse_cap(value: str, spec: str) -> int | None:
+    if value.lower() in ("none", "all", "full"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(
+            f"max_documents {spec!r} is invalid: use N, or N,TASK=N,... (e.g. 500,BBCNewsArticles=200)"
+        ) from None
+
+
 def run_folder(path: str | Path) -> Path | None:
     """The folder holding ``encoder.json`` for a run folder or its ``model/`` subfolder; else None."""
     path = Path(path).expanduser()
@@ -459,13 +528,11 @@ class Row:
         return sum(self.scores[t] for t in tasks) / len(tasks)
 
 
-def table_rows(
-    records: Sequence[Mapping[str, Any]], *, seed: int, max_documents: int | None
-) -> list[Row]:
+def table_rows(records: Sequence[Mapping[str, Any]], *, seed: int, caps: DocCaps) -> list[Row]:
     """Group the records with these settings into rows, in first-seen order (latest score wins)."""
     rows: dict[tuple, Row] = {}
     for r in records:
-        if r.get("seed") != seed or r.get("max_documents") != max_documents:
+        if r.get("seed") != seed or r.get("max_documents") != caps(r["task"]):
             continue
         source = ModelSource(
             r.get("kind", "llm"), r["model"], r.get("adapter"), r.get("role", "model")
@@ -486,7 +553,7 @@ def render_markdown(
     tasks: Sequence[str],
     *,
     seed: int,
-    max_documents: int | None,
+    caps: DocCaps,
     provenance: Mapping[str, Any],
 ) -> str:
     """The results table: rows = configurations, columns = tasks + mean; best mean per model bold."""
@@ -495,11 +562,7 @@ def render_markdown(
         m = row.mean(tasks)
         if m is not None and m > best.get(row.model, -math.inf):
             best[row.model] = m
-    sampling = (
-        f"each task subsampled to at most {max_documents} documents (seeded)"
-        if max_documents is not None
-        else "full tasks (each task's default size; no extra subsampling)"
-    )
+    sampling = caps.describe(tasks)
     versions = ", ".join(f"{k} {v}" for k, v in provenance["versions"].items() if v)
     lines = [
         "# Clustering V-measure",
@@ -584,14 +647,20 @@ def render(
     tasks: Sequence[str],
     *,
     seed: int,
-    max_documents: int | None,
+    caps: DocCaps,
     provenance: Mapping[str, Any],
 ) -> None:
     """(Re)write results.md and results.png from results.json's records with these settings."""
-    rows = table_rows(read_records(out / RESULTS_JSON), seed=seed, max_documents=max_documents)
-    md = render_markdown(rows, tasks, seed=seed, max_documents=max_documents, provenance=provenance)
+    rows = table_rows(read_records(out / RESULTS_JSON), seed=seed, caps=caps)
+    md = render_markdown(rows, tasks, seed=seed, caps=caps, provenance=provenance)
     _atomic_write(out / RESULTS_MD, lambda tmp: tmp.write_text(md, encoding="utf-8"))
-    cap = f"at most {max_documents} documents per task" if max_documents else "full tasks"
+    sizes = {caps(t) for t in tasks}
+    if sizes == {None}:
+        cap = "full tasks"
+    elif len(sizes) == 1:
+        cap = f"at most {caps.default} documents per task"
+    else:
+        cap = "per-task caps: " + ", ".join(f"{t} {caps(t) or 'all'}" for t in tasks)
     render_chart(rows, tasks, out / RESULTS_PNG, subtitle=f"{cap}, seed {seed}")
 
 
@@ -613,7 +682,7 @@ def run_evaluation(
     prompts_file: str | Path | None = None,
     task_prompts: Mapping[str, str] | None = None,
     tasks: Sequence[str] | None = None,
-    max_documents: int | None = None,
+    max_documents: int | str | Mapping[str, int | None] | DocCaps | None = None,
     batch_size: int = 32,
     seed: int = DEFAULT_SEED,
     baselines: Sequence[str] = (),
@@ -632,7 +701,9 @@ def run_evaluation(
         prompts_file: YAML of user templates (name: template), usable by name in the prompts.
         task_prompts: Task -> prompt overrides for a single configuration.
         tasks: Local or real MTEB clustering task names (None = ``OFFLINE_SUITE``).
-        max_documents: Seeded subsample per task (None = each task's default size).
+        max_documents: Seeded subsample per task (None = each task's default size): an int for
+            every task, or per task, e.g. ``{"default": 500, "BBCNewsArticles": 200}`` or the
+            text ``500,BBCNewsArticles=200`` (see :class:`DocCaps`).
         batch_size: Texts per forward pass.
         seed: Task seed (subsample and k-means bootstrap).
         baselines: Models evaluated once with their default configuration, e.g.
@@ -648,16 +719,16 @@ def run_evaluation(
     """
     from tqdm.auto import tqdm
 
-    try:
-        check_max_documents(max_documents)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    caps = DocCaps.parse(max_documents)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size={batch_size!r} is invalid; use an int >= 1")
     tasks = OFFLINE_SUITE if tasks is None else [tasks] if isinstance(tasks, str) else tasks
     if not tasks:
         raise UserError("no tasks given: name at least one, e.g. BBCNewsHeadlines")
-    task_names = [t.metadata.name for t in get_tasks(list(tasks), max_documents=max_documents)]
+    task_names = [t.metadata.name for t in get_tasks(list(tasks))]
+    stray_caps = [t for t, _ in caps.per_task if t not in task_names]
+    if stray_caps:
+        raise UserError(f"max_documents names tasks not evaluated: {', '.join(stray_caps)}")
     stray = [t for t in task_prompts or {} if t not in task_names]
     if stray:
         raise UserError(f"task prompts name tasks not evaluated: {', '.join(map(str, stray))}")
@@ -699,7 +770,7 @@ def run_evaluation(
         return [
             t
             for t in task_names
-            if cell_key(source, cell, t, seed=seed, max_documents=max_documents) not in done
+            if cell_key(source, cell, t, seed=seed, max_documents=caps(t)) not in done
         ]
 
     total = sum(len(cells) * len(task_names) for _, cells in plans)
@@ -729,7 +800,7 @@ def run_evaluation(
                         encoder,
                         [task],
                         batch_size=batch_size,
-                        max_documents=max_documents,
+                        max_documents=caps(task),
                         task_prompts={task: cell.template(task)},
                         seed=seed,
                     )[task]
@@ -740,7 +811,7 @@ def run_evaluation(
                         task,
                         score,
                         seed=seed,
-                        max_documents=max_documents,
+                        max_documents=caps(task),
                         batch_size=batch_size,
                         seconds=seconds,
                         provenance=provenance,
@@ -762,10 +833,10 @@ def run_evaluation(
             gc.collect()
     finally:
         bar.close()
-    render(out, task_names, seed=seed, max_documents=max_documents, provenance=provenance)
+    render(out, task_names, seed=seed, caps=caps, provenance=provenance)
     log.info("wrote %s, %s and %s in %s", RESULTS_JSON, RESULTS_MD, RESULTS_PNG, out)
     return [
-        done[cell_key(s, c, t, seed=seed, max_documents=max_documents)]
+        done[cell_key(s, c, t, seed=seed, max_documents=caps(t))]
         for s, cells in plans
         for c in cells
         for t in task_names

@@ -1,0 +1,471 @@
+"""Embed a text or JSONL file into ``.npy`` (and ``.parquet`` with ids), in chunks that survive a restart.
+
+Inputs: ``.txt`` (one text per line; its id is the line number) or ``.jsonl`` (one object per
+line; the text under ``field``, the id under ``id_field`` or else the line number). A first
+pass reads the whole file once to validate it and count the texts, so bad input stops the run
+before anything is written. The second pass streams it in chunks of ``chunk_size`` texts: each
+chunk is embedded in length-sorted batches through :meth:`Encoder.encode` and written atomically
+to ``<out>.parts/chunk-NNNNNN.npz`` together with a digest of its ids and texts. A restarted run
+reuses every chunk whose digest still matches, so it continues where the killed one stopped and
+never reuses a chunk of other texts. At the end the chunks are copied into ``<out>`` through a
+memory map (and into ``--parquet`` row group by row group), both renamed into place when
+complete, and the parts folder is removed. Memory holds one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llm_embed.errors import UserError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from llm_embed.encoder import Encoder
+
+log = logging.getLogger(__name__)
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+MANIFEST = "manifest.json"
+
+
+# -- reading --------------------------------------------------------------------------------------
+@dataclass
+class InputStats:
+    """What the validation pass found."""
+
+    texts: int = 0
+    skipped_empty: int = 0
+    first_empty_line: int | None = None
+    id_kind: str = "line"  # "line" (int line numbers) or "field" (strings from id_field)
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line without its newline); UserError at the first non-UTF-8 byte."""
+    offset = 0
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            start = offset
+            offset += len(raw)
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM from some editors
+                raw, start = raw[3:], start + 3
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise UserError(
+                    f"{path}:{lineno}: not valid UTF-8 (byte {start + err.start} of the file): "
+                    "re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+                ) from None
+            yield lineno, line.rstrip("\n").removesuffix("\r")
+
+
+def read_texts(
+    path: str | Path,
+    *,
+    field: str = "text",
+    id_field: str | None = None,
+    skip_empty: bool = False,
+    stats: InputStats | None = None,
+) -> Iterator[tuple[int | str, str]]:
+    """Stream ``(id, text)`` pairs from a ``.txt`` or ``.jsonl`` file, raising one-line UserErrors.
+
+    An empty (or whitespace-only) text is an error naming its line, unless ``skip_empty``: then it
+    is skipped and counted in ``stats``. Blank lines of a JSONL file are not records and are ignored.
+    """
+    path = Path(path)
+    stats = stats if stats is not None else InputStats()
+    jsonl = path.suffix.lower() in JSONL_SUFFIXES
+    stats.id_kind = "field" if jsonl and id_field else "line"
+    for lineno, line in _lines(path):
+        if jsonl:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(
+                    f"{path}:{lineno}: bad JSON ({err.msg}, column {err.colno}): fix the line"
+                ) from None
+            if not isinstance(obj, dict):
+                raise UserError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                )
+            if field not in obj:
+                keys = ", ".join(map(str, list(obj)[:8])) or "none"
+                raise UserError(
+                    f"{path}:{lineno}: no {field!r} field (keys: {keys}): pass --field NAME"
+                )
+            text = obj[field]
+            if not isinstance(text, str):
+                raise UserError(
+                    f"{path}:{lineno}: {field!r} is {type(text).__name__}, not a string"
+                )
+            ident: int | str = lineno
+            if id_field:
+                if id_field not in obj:
+                    raise UserError(
+                        f"{path}:{lineno}: no {id_field!r} field: pass --id-field NAME, or none"
+                    )
+                value = obj[id_field]
+                if not isinstance(value, str | int) or isinstance(value, bool):
+                    raise UserError(
+                        f"{path}:{lineno}: {id_field!r} is {type(value).__name__}; ids are strings or integers"
+                    )
+                ident = str(value)
+        else:
+            text, ident = line, lineno
+        if not text.strip():
+            if not skip_empty:
+                raise UserError(
+                    f"{path}:{lineno}: empty text: remove the line or pass --skip-empty to skip and count such lines"
+                )
+            stats.skipped_empty += 1
+            stats.first_empty_line = stats.first_empty_line or lineno
+            continue
+        stats.texts += 1
+        yield ident, text
+
+
+def scan(path: str | Path, **kwargs: Any) -> InputStats:
+    """The validation pass: read everything once, keep nothing but counts."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"input {path} not found: give a .txt file (one text per line) or a .jsonl file"
+        )
+    stats = InputStats()
+    for _ in read_texts(path, stats=stats, **kwargs):
+        pass
+    if stats.texts == 0:
+        skipped = f" ({stats.skipped_empty} empty skipped)" if stats.skipped_empty else ""
+        raise UserError(f"input {path} holds no texts{skipped}: nothing to embed")
+    return stats
+
+
+def _chunks(
+    records: Iterator[tuple[int | str, str]], size: int
+) -> Iterator[list[tuple[int | str, str]]]:
+    chunk: list[tuple[int | str, str]] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def digest(chunk: list[tuple[int | str, str]]) -> str:
+    """sha256 of a chunk's ids and texts: a reused chunk must hold exactly these texts."""
+    h = hashlib.sha256()
+    for ident, text in chunk:
+        h.update(f"{ident}\x00{len(text)}\x00".encode())
+        h.update(text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+# -- writing --------------------------------------------------------------------------------------
+def _atomic(path: Path, write: Any, suffix: str = ".tmp") -> None:
+    """Call ``write(tmp_path)`` on a temp path beside ``path``, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_chunk(
+    path: Path, emb: np.ndarray, ids: list[int | str], digest_: str, truncated: int
+) -> None:
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            np.savez(
+                f,
+                emb=emb,
+                ids=np.asarray(ids),
+                digest=np.asarray(digest_),
+                truncated=np.asarray(truncated),
+            )
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic(path, write)
+
+
+def _load_chunk(path: Path) -> dict[str, Any] | None:
+    """A finished chunk, or None if it is unreadable (then it is simply embedded again)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in ("emb", "ids", "digest", "truncated")}
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def model_fingerprint(model: str) -> list[Any]:
+    """Name plus size and mtime of the weight files of a local model folder (cheap; catches retraining)."""
+    path = Path(model).expanduser()
+    files = sorted(path.rglob("*.safetensors")) if path.is_dir() else []
+    return [
+        model,
+        *[[str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+    ]
+
+
+@dataclass
+class Summary:
+    """What :func:`embed_file` did."""
+
+    texts: int
+    dim: int
+    chunks: int
+    reused_chunks: int
+    truncated: int
+    skipped_empty: int
+    out: Path
+    parquet: Path | None
+
+
+def prepare(
+    input: str | Path,
+    out: str | Path,
+    *,
+    parquet: str | Path | None = None,
+    overwrite: bool = False,
+    batch_size: int = 32,
+    chunk_size: int = 4096,
+    **read_kwargs: Any,
+) -> InputStats:
+    """Every check that needs no model: options, outputs, pyarrow, and the validation pass over the input."""
+    if batch_size < 1 or chunk_size < 1:
+        raise UserError(f"batch size ({batch_size}) and chunk size ({chunk_size}) must be >= 1")
+    out = Path(out).expanduser()
+    if out.suffix != ".npy":
+        raise UserError(f"output {out} must end in .npy")
+    for target in (out, parquet):
+        if target is not None and Path(target).expanduser().exists() and not overwrite:
+            raise UserError(f"{target} already exists: pick another path or pass --overwrite")
+    if parquet is not None:
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise UserError(
+                "--parquet needs pyarrow, which is not installed: pip install pyarrow"
+            ) from None
+    return scan(input, **read_kwargs)
+
+
+def embed_file(
+    encoder: Encoder,
+    input: str | Path,
+    out: str | Path,
+    *,
+    parquet: str | Path | None = None,
+    field: str = "text",
+    id_field: str | None = None,
+    skip_empty: bool = False,
+    batch_size: int = 32,
+    chunk_size: int = 4096,
+    progress: bool = True,
+    overwrite: bool = False,
+    model_id: Any = None,
+    stats: InputStats | None = None,
+) -> Summary:
+    """Embed every text of ``input`` into ``out`` (``.npy``, N x D float32, input order).
+
+    Args:
+        encoder: the encoder (its prompt, pooling and truncation apply).
+        input: ``.txt`` or ``.jsonl`` file.
+        out: ``.npy`` path; ``<out>.parts/`` holds the chunks until the end.
+        parquet: also write a Parquet file with columns ``id`` and ``embedding`` (needs pyarrow).
+        field, id_field: JSONL keys of the text and of an optional id.
+        skip_empty: skip and count empty texts instead of stopping at the first.
+        batch_size: texts per forward pass; chunk_size: texts per resumable chunk (bounds memory).
+        model_id: identifies the model in the parts manifest, so chunks of another model are never reused.
+        stats: the result of :func:`prepare` when the caller already ran it (the file is then read once less).
+
+    Raises:
+        UserError: bad input, an existing output without ``overwrite``, missing pyarrow, or a parts
+            folder left by a run with other settings.
+    """
+    read_kwargs = {"field": field, "id_field": id_field, "skip_empty": skip_empty}
+    if stats is None:
+        stats = prepare(
+            input,
+            out,
+            parquet=parquet,
+            overwrite=overwrite,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            **read_kwargs,
+        )
+    input, out = Path(input).expanduser(), Path(out).expanduser()
+    parquet = Path(parquet).expanduser() if parquet is not None else None
+    if stats.skipped_empty:
+        log.warning(
+            "skipped %d empty text(s) in %s (first: line %d); rows follow the remaining lines%s",
+            stats.skipped_empty,
+            input,
+            stats.first_empty_line,
+            "" if parquet else ", use --parquet for ids",
+        )
+
+    parts = out.with_name(out.name + ".parts")
+    # Chunk digests guard the texts and ids; the manifest guards the model that embedded them.
+    manifest = {"model": model_id, "encoder": encoder.config_dict}
+    _open_parts(parts, manifest)
+
+    from tqdm.auto import tqdm
+
+    dim = encoder.embed_dim
+    n_chunks = -(-stats.texts // chunk_size)
+    reused = truncated = 0
+    bar = tqdm(total=stats.texts, unit="text", desc="encode", disable=not progress)
+    try:
+        with encoder.merged_adapter():
+            for i, chunk in enumerate(_chunks(read_texts(input, **read_kwargs), chunk_size)):
+                path = parts / f"chunk-{i:06d}.npz"
+                key = digest(chunk)
+                done = _load_chunk(path) if path.is_file() else None
+                if (
+                    done is not None
+                    and str(done["digest"]) == key
+                    and done["emb"].shape == (len(chunk), dim)
+                ):
+                    reused += 1
+                    truncated += int(done["truncated"])
+                    bar.update(len(chunk))
+                    continue
+                before = encoder.num_truncated
+                emb = _embed_chunk(encoder, [text for _, text in chunk], batch_size, bar)
+                cut = encoder.num_truncated - before
+                _save_chunk(path, emb, [ident for ident, _ in chunk], key, cut)
+                truncated += cut
+    finally:
+        bar.close()
+    if reused:
+        log.info("reused %d of %d chunks from %s", reused, n_chunks, parts)
+
+    _assemble(parts, n_chunks, stats.texts, dim, out, parquet, stats.id_kind)
+    shutil.rmtree(parts, ignore_errors=True)
+    if truncated:
+        log.info(
+            "%d of %d texts were longer than max_text_tokens=%d and were cut to it",
+            truncated,
+            stats.texts,
+            encoder.max_text_tokens,
+        )
+    log.info(
+        "wrote %d x %d embeddings to %s%s",
+        stats.texts,
+        dim,
+        out,
+        f" and {parquet}" if parquet else "",
+    )
+    return Summary(stats.texts, dim, n_chunks, reused, truncated, stats.skipped_empty, out, parquet)
+
+
+def _open_parts(parts: Path, manifest: dict[str, Any]) -> None:
+    """Create the parts folder, or check that the one there was made with the same settings."""
+    file = parts / MANIFEST
+    if file.is_file():
+        try:
+            old = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        manifest = json.loads(json.dumps(manifest))  # as it reads back (tuples -> lists)
+        if old != manifest:
+            differ = sorted(
+                k for k in manifest if not isinstance(old, dict) or old.get(k) != manifest[k]
+            )
+            raise UserError(
+                f"{parts} holds chunks embedded by another model or settings (differs in: {', '.join(differ)}): "
+                "rerun with the same --model and options, or delete that folder to start over"
+            )
+        for stale in parts.glob(".*.tmp"):  # a chunk being written when the last run was killed
+            stale.unlink(missing_ok=True)
+        return
+    parts.mkdir(parents=True, exist_ok=True)
+    _atomic(
+        file, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    )
+
+
+def _embed_chunk(encoder: Encoder, texts: list[str], batch_size: int, bar: Any) -> np.ndarray:
+    """Length-sorted batches (little padding) through :meth:`Encoder.encode`; rows in input order."""
+    import numpy as np
+
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+    emb = np.empty((len(texts), encoder.embed_dim), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        emb[idx] = encoder.encode([texts[i] for i in idx], batch_size=len(idx)).numpy()
+        bar.update(len(idx))
+    return emb
+
+
+def _assemble(
+    parts: Path, n_chunks: int, n: int, dim: int, out: Path, parquet: Path | None, id_kind: str
+) -> None:
+    """Copy the chunks into ``out`` (and ``parquet``) one at a time; each appears only when complete."""
+    import numpy as np
+
+    def chunks() -> Iterator[dict[str, Any]]:
+        for i in range(n_chunks):
+            data = _load_chunk(parts / f"chunk-{i:06d}.npz")
+            if data is None:  # deleted or damaged between the two passes
+                raise UserError(
+                    f"chunk {i} in {parts} is unreadable: rerun the same command to embed it again"
+                )
+            yield data
+
+    def write_npy(tmp: Path) -> None:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+        row = 0
+        for data in chunks():
+            array[row : row + len(data["emb"])] = data["emb"]
+            row += len(data["emb"])
+        assert row == n, (row, n)
+        array.flush()
+        del array
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic(out, write_npy, suffix=".npy")
+    if parquet is None:
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    id_type = pa.int64() if id_kind == "line" else pa.string()
+    schema = pa.schema([("id", id_type), ("embedding", pa.list_(pa.float32(), dim))])
+
+    def write_parquet(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for data in chunks():
+                ids = data["ids"].astype(np.int64) if id_kind == "line" else data["ids"].astype(str)
+                values = pa.array(data["emb"].reshape(-1), type=pa.float32())
+                embedding = pa.FixedSizeListArray.from_arrays(values, dim)
+                writer.write_table(
+                    pa.table(
+                        {"id": pa.array(ids, type=id_type), "embedding": embedding}, schema=schema
+                    )
+                )
+
+    parquet.parent.mkdir(parents=True, exist_ok=True)
+    _atomic(parquet, write_parquet, suffix=".parquet")

@@ -1,0 +1,237 @@
+"""What a killed training run needs to resume exactly: atomic checkpoints, safe loading, replayable randomness.
+
+- :class:`AtomicCheckpointIO` writes each checkpoint to a temporary file in the same folder,
+  fsyncs it and renames it over the old one. Lightning's own writer stages the file in the system
+  temp folder and moves it, which is a copy (not atomic) when that folder is another file
+  system, so a kill during the copy can leave a truncated ``last.ckpt``.
+- :func:`read_checkpoint` loads with ``weights_only=True`` and turns a missing, corrupt or foreign
+  file into one-line errors; :func:`check_checkpoint_matches` refuses a checkpoint of another
+  LoRA configuration, which non-strict loading would otherwise skip silently.
+- :class:`StepSeed` reseeds torch before every training batch from (seed, step, rank), so dropout
+  after a resume is what it would have been without the interruption; Lightning does not
+  checkpoint RNG states.
+- :class:`EpochShuffleSampler` and :class:`ResumableDataLoader` make the shuffle order a function
+  of (seed, epoch) and let Lightning checkpoint how far into the epoch the run got, so a resumed
+  run continues with the next unseen batch instead of restarting the epoch.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch.utils.data import DataLoader, Sampler
+
+from llm_embed.errors import UserError
+
+if TYPE_CHECKING:
+    from lightning.pytorch import Trainer
+
+RESUME_HINT = "checkpoints/<run>/checkpoints/last.ckpt"
+
+
+# -- writing and reading checkpoints --------------------------------------------------------------
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` to a temp file beside ``path``, fsync, rename: readers see the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # temp files of a writer killed mid-save (one writer per path: rank zero)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable (no-op where directories cannot be opened)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a Lightning checkpoint on CPU with ``weights_only=True``; UserError if it cannot be resumed from."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UserError(
+            f"checkpoint {p} not found: pass --ckpt_path {RESUME_HINT} of an earlier run"
+        )
+    try:
+        checkpoint = torch.load(p, map_location="cpu", weights_only=True)
+    except (
+        Exception
+    ) as err:  # truncated zip, random bytes, pickled objects that weights_only refuses
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise UserError(
+            f"checkpoint {p} cannot be loaded ({type(err).__name__}: {first}): it is corrupt or not a "
+            "safe checkpoint; use another .ckpt of the run, or start again without --ckpt_path"
+        ) from None
+    if not isinstance(checkpoint, dict) or not {"state_dict", "loops"} <= checkpoint.keys():
+        raise UserError(
+            f"{p} is not a Lightning training checkpoint: pass --ckpt_path {RESUME_HINT}"
+        )
+    return checkpoint
+
+
+def check_checkpoint_matches(
+    checkpoint: dict[str, Any], module: torch.nn.Module, path: str
+) -> None:
+    """Raise UserError unless the checkpoint holds exactly the module's trainable weights, same shapes.
+
+    Checkpoints keep only the LoRA weights and load non-strictly, so a checkpoint of another
+    LoRA rank or target list would fail deep inside Lightning, and one of another backbone would
+    load nothing at all without a word.
+    """
+    trainable = {n: p.shape for n, p in module.named_parameters() if p.requires_grad}
+    saved = {k: v.shape for k, v in checkpoint["state_dict"].items()}
+    if saved.keys() != trainable.keys() or any(saved[k] != trainable[k] for k in saved):
+        same = sum(1 for k in saved if k in trainable and saved[k] == trainable[k])
+        raise UserError(
+            f"checkpoint {path} does not fit this model ({same} of {len(trainable)} trainable weights match): "
+            "resume with the run's own config, --config checkpoints/<run>/config.yaml"
+        )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO that writes atomically in place and always loads with ``weights_only=True``."""
+
+    def save_checkpoint(
+        self,
+        checkpoint: dict[str, Any],
+        path: str | os.PathLike[str],
+        storage_options: Any | None = None,
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(
+        self,
+        path: str | os.PathLike[str],
+        map_location: Any = None,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        return read_checkpoint(path)
+
+
+# -- randomness that replays ----------------------------------------------------------------------
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A well-mixed 63-bit seed for one training step (numpy's SeedSequence hashing)."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class StepSeed(L.Callback):
+    """Reseed torch before each training batch, so the step's dropout masks depend on (seed, step) only."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        torch.manual_seed(step_seed(self.seed, trainer.global_step, trainer.global_rank))
+
+
+def install(trainer: Trainer, seed: int | None) -> None:
+    """Give a trainer atomic checkpoint writes and, with a seed, per-step reseeding.
+
+    A checkpoint IO the config chose itself (a plugin) is left alone.
+    """
+    strategy = trainer.strategy
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        trainer.callbacks.insert(0, StepSeed(seed))
+
+
+# -- data order that resumes ----------------------------------------------------------------------
+class EpochShuffleSampler(Sampler[int]):
+    """A random permutation of ``range(n)`` that depends only on (seed, epoch).
+
+    Lightning calls :meth:`set_epoch` before every epoch (also after a resume), so epoch ``e``
+    has the same order whether or not the run was interrupted. A shared ``torch.Generator``
+    would continue from wherever the killed process left it.
+    """
+
+    def __init__(self, n: int, seed: int = 0) -> None:
+        if n < 0:
+            raise ValueError(f"n={n} must be >= 0")
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(step_seed(self.seed, self.epoch))
+        yield from torch.randperm(self.n, generator=generator).tolist()
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader that Lightning checkpoints: it records the batches it delivered this epoch.
+
+    Lightning saves ``state_dict()`` of every train loader that has one and hands it back on
+    resume, before the first ``iter()``; the first pass after that skips the batches the
+    interrupted epoch had already used. The skip applies only when the sampler's epoch is the
+    saved one (a checkpoint from an epoch's end resumes into a fresh epoch). Skipped batches are
+    still collated, which costs little for text pairs. Pair with :class:`EpochShuffleSampler`
+    (any sampler whose order is a function of its epoch works).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._delivered = 0  # batches yielded in the current pass
+        self._resume: dict[str, int | None] | None = None
+
+    def _epoch(self) -> int | None:
+        return getattr(self.sampler, "epoch", None)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return self._batches(super().__iter__())
+
+    def _batches(self, inner: Iterator[Any]) -> Iterator[Any]:
+        # A generator: this body runs at the first next(), after Lightning's set_epoch().
+        resume, self._resume = self._resume, None
+        skip = 0
+        if resume is not None and resume["epoch"] == self._epoch():
+            skip = int(resume["batches"] or 0)
+        self._delivered = 0
+        end = object()
+        for _ in range(skip):
+            if next(inner, end) is end:
+                return
+            self._delivered += 1
+        for batch in inner:
+            self._delivered += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int | None]:
+        return {"epoch": self._epoch(), "batches": self._delivered}
+
+    def load_state_dict(self, state: dict[str, int | None]) -> None:
+        self._resume = {"epoch": state.get("epoch"), "batches": state.get("batches", 0)}

@@ -1,0 +1,382 @@
+"""``python -m llm_embed.encode``: same vectors as the encoder, ids in Parquet, restart after SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from llm_embed.cli import run_cli
+from llm_embed.encode import cli_main
+from llm_embed.encoder import Encoder
+from llm_embed.exporting import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = [f"sentence {i} " + "about topic " * (i % 7) + f"number {i % 5}" for i in range(37)]
+TEXTS[5] = "a long one " * 200  # beyond max_text_tokens=100
+TEXTS[9] = "café, naïve, 東京 {text}"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A trained run's model/ folder with a non-zero LoRA adapter."""
+    from peft import LoraConfig, get_peft_model
+
+    run = tmp_path_factory.mktemp("run")
+    encoder = Encoder(tiny_model_dir, pooling="mean", prompt="prompteol")
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="FEATURE_EXTRACTION"
+    )
+    encoder.backbone = get_peft_model(encoder.backbone, lora)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, p in encoder.backbone.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.3)
+    encoder.save(run / "model")
+    return run
+
+
+@pytest.fixture(scope="module")
+def reference(run_dir) -> np.ndarray:
+    return load_model(str(run_dir)).encode(TEXTS).numpy()
+
+
+def encode(capsys, *args: str) -> tuple[int, str]:
+    code = run_cli(lambda: cli_main([*args, "--no-progress"]))
+    return code, capsys.readouterr().err
+
+
+def write_txt(path: Path, texts: list[str]) -> Path:
+    path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    return path
+
+
+def test_txt_gives_the_encoders_vectors_in_input_order(run_dir, reference, tmp_path, capsys):
+    texts = write_txt(tmp_path / "texts.txt", TEXTS)
+    code, err = encode(
+        capsys,
+        "--model",
+        str(run_dir),
+        "--input",
+        str(texts),
+        "--out",
+        str(tmp_path / "e.npy"),
+        "--batch-size",
+        "4",
+        "--chunk-size",
+        "10",
+        "--parquet",
+        str(tmp_path / "e.parquet"),
+    )
+    assert code == 0, err
+    got = np.load(tmp_path / "e.npy")
+    assert got.dtype == np.float32 and got.shape == reference.shape
+    np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-6)
+    assert "1 of 37 texts were longer than max_text_tokens=100" in err
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "e.parquet")
+    assert table.column("id").to_pylist() == list(range(1, 38))  # line numbers
+    np.testing.assert_array_equal(
+        np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), got
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "e.npy",
+        "e.parquet",
+        "texts.txt",
+    ]  # parts removed
+
+
+def test_jsonl_with_field_and_ids(run_dir, reference, tmp_path, capsys):
+    rows = [{"body": t, "doc": f"d{i}", "other": i} for i, t in enumerate(TEXTS)]
+    path = tmp_path / "docs.jsonl"
+    # records separated by blank lines, which are not records
+    records = "\n\n".join(json.dumps(r, ensure_ascii=False) for r in rows)
+    path.write_text(records + "\n", encoding="utf-8")
+    code, err = encode(
+        capsys,
+        "--model",
+        str(run_dir),
+        "--input",
+        str(path),
+        "--field",
+        "body",
+        "--id-field",
+        "doc",
+        "--out",
+        str(tmp_path / "e.npy"),
+        "--parquet",
+        str(tmp_path / "e.parquet"),
+    )
+    assert code == 0, err
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "e.parquet")
+    assert table.column("id").to_pylist() == [f"d{i}" for i in range(len(TEXTS))]
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), reference, rtol=1e-5, atol=1e-6)
+
+
+KILL_AFTER_CHUNKS = """
+import os, signal, sys
+import llm_embed.embed_file as ef
+
+real, saved = ef._save_chunk, []
+def save_then_die(*args, **kwargs):
+    real(*args, **kwargs)
+    saved.append(1)
+    if len(saved) == int(os.environ["KILL_AFTER_CHUNKS"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+ef._save_chunk = save_then_die
+
+from llm_embed.cli import run_cli
+from llm_embed.encode import cli_main
+sys.exit(run_cli(lambda: cli_main(sys.argv[1:])))
+"""
+
+
+def test_a_killed_run_continues_from_its_chunks(run_dir, reference, tmp_path):
+    texts = write_txt(tmp_path / "texts.txt", TEXTS)
+    args = [
+        "--model",
+        str(run_dir),
+        "--input",
+        str(texts),
+        "--out",
+        "e.npy",
+        "--chunk-size",
+        "8",
+        "--no-progress",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "KILL_AFTER_CHUNKS": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_CHUNKS, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert not (tmp_path / "e.npy").exists()
+    assert len(list((tmp_path / "e.npy.parts").glob("chunk-*.npz"))) == 3
+
+    env.pop("KILL_AFTER_CHUNKS")
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm_embed.encode", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "reused 3 of 5 chunks" in proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "e.npy"), reference, rtol=1e-5, atol=1e-6)
+    assert not (tmp_path / "e.npy.parts").exists()
+
+
+def test_chunks_of_other_texts_or_another_model_are_never_reused(
+    run_dir, tiny_model_dir, tmp_path, capsys
+):
+    from llm_embed.embed_file import embed_file
+
+    texts = write_txt(tmp_path / "texts.txt", TEXTS)
+    encoder = load_model(str(run_dir))
+
+    class Stop(Exception):
+        pass
+
+    real = encoder.encode
+    calls = {"n": 0}
+
+    def encode_then_stop(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 4:  # two chunks of 8 texts in batches of 4, then the "crash"
+            raise Stop
+        return real(*args, **kwargs)
+
+    encoder.encode = encode_then_stop
+    with pytest.raises(Stop):
+        embed_file(
+            encoder,
+            texts,
+            tmp_path / "e.npy",
+            chunk_size=8,
+            batch_size=4,
+            progress=False,
+            model_id="run",
+        )
+    encoder.encode = real
+
+    changed = list(TEXTS)
+    changed[3] = "an edited line"
+    write_txt(texts, changed)
+    summary = embed_file(
+        encoder, texts, tmp_path / "e.npy", chunk_size=8, progress=False, model_id="run"
+    )
+    assert summary.reused_chunks == 1  # chunk 0 (lines 1-8) changed, chunk 1 did not
+    np.testing.assert_allclose(
+        np.load(tmp_path / "e.npy"), real(changed).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+    with pytest.raises(Stop):  # leave parts behind again, then come back with another model
+        encoder.encode = encode_then_stop
+        calls["n"] = 0
+        embed_file(
+            encoder,
+            texts,
+            tmp_path / "f.npy",
+            chunk_size=8,
+            batch_size=4,
+            progress=False,
+            model_id="run",
+        )
+    code, err = encode(
+        capsys, "--model", tiny_model_dir, "--input", str(texts), "--out", str(tmp_path / "f.npy")
+    )
+    assert (
+        code == 2
+        and "holds chunks embedded by another model" in err
+        and "delete that folder" in err
+    ), err
+
+
+# -- bad input ------------------------------------------------------------------------------------
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    files = {
+        "latin1.txt": b"fine line\ncaf\xe9 au lait\n",
+        "empty-line.txt": b"one\n\nthree\n",
+        "blank.txt": b"   \n\n",
+        "empty.txt": b"",
+        "bad.jsonl": b'{"text": "ok"}\n{"text": "unclosed\n',
+        "nofield.jsonl": b'{"body": "ok"}\n',
+        "number.jsonl": b'{"text": 3}\n',
+        "list.jsonl": b'["text"]\n',
+        "good.txt": b"one\ntwo\n",
+    }
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    return {name: tmp_path / name for name in files}
+
+
+@pytest.mark.parametrize(
+    "input, extra, match",
+    [
+        (
+            "latin1.txt",
+            [],
+            "latin1.txt:2: not valid UTF-8 (byte 13 of the file): re-save the file as UTF-8",
+        ),
+        (
+            "empty-line.txt",
+            [],
+            "empty-line.txt:2: empty text: remove the line or pass --skip-empty",
+        ),
+        ("blank.txt", ["--skip-empty"], "holds no texts (2 empty skipped)"),
+        ("empty.txt", [], "holds no texts"),
+        ("missing.txt", [], "input"),
+        ("bad.jsonl", [], "bad.jsonl:2: bad JSON"),
+        ("nofield.jsonl", [], "no 'text' field (keys: body): pass --field NAME"),
+        ("number.jsonl", [], "'text' is int, not a string"),
+        ("list.jsonl", [], "expected a JSON object, got list"),
+        ("good.txt", ["--out", "{tmp}/OUT.txt"], "must end in .npy"),
+        ("good.txt", ["--batch-size", "0"], "must be >= 1"),
+        (
+            "good.txt",
+            ["--model", "no-such-org/no-such-model"],
+            "could not load model",
+        ),  # hub id while offline
+        ("good.txt", ["--model", "./no/such/folder"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys, input, extra, match):
+    _bad_files(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = [
+        "--model",
+        str(run_dir),
+        "--input",
+        str(tmp_path / input),
+        "--out",
+        str(tmp_path / "OUT.npy"),
+    ]
+    args += [a.format(tmp=tmp_path) for a in extra]  # a repeated option: argparse keeps the last
+    code, err = encode(capsys, *args)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: ") and match in last, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no parts folder
+
+
+def test_skip_empty_skips_and_counts(run_dir, tmp_path, capsys):
+    files = _bad_files(tmp_path)
+    code, err = encode(
+        capsys,
+        "--model",
+        str(run_dir),
+        "--input",
+        str(files["empty-line.txt"]),
+        "--out",
+        str(tmp_path / "e.npy"),
+        "--skip-empty",
+    )
+    assert code == 0, err
+    assert "skipped 1 empty text(s)" in err and "first: line 2" in err
+    np.testing.assert_allclose(
+        np.load(tmp_path / "e.npy"),
+        load_model(str(run_dir)).encode(["one", "three"]).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_existing_output_needs_overwrite(run_dir, tmp_path, capsys):
+    files = _bad_files(tmp_path)
+    (tmp_path / "e.npy").write_bytes(b"keep me")
+    code, err = encode(
+        capsys,
+        "--model",
+        str(run_dir),
+        "--input",
+        str(files["good.txt"]),
+        "--out",
+        str(tmp_path / "e.npy"),
+    )
+    assert code == 2 and "already exists" in err and "--overwrite" in err
+    assert (tmp_path / "e.npy").read_bytes() == b"keep me"
+    code, err = encode(
+        capsys,
+        "--model",
+        str(run_dir),
+        "--input",
+        str(files["good.txt"]),
+        "--out",
+        str(tmp_path / "e.npy"),
+        "--overwrite",
+    )
+    assert code == 0 and np.load(tmp_path / "e.npy").shape == (2, 32)
+
+
+def test_parquet_without_pyarrow_is_a_clear_error(run_dir, tmp_path, capsys, monkeypatch):
+    files = _bad_files(tmp_path)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
+    code, err = encode(
+        capsys,
+        "--model",
+        str(run_dir),
+        "--input",
+        str(files["good.txt"]),
+        "--out",
+        str(tmp_path / "e.npy"),
+        "--parquet",
+        str(tmp_path / "e.parquet"),
+    )
+    assert code == 2 and "--parquet needs pyarrow" in err and "pip install pyarrow" in err
+    assert not (tmp_path / "e.npy").exists()

@@ -1,0 +1,255 @@
+"""Export: the sentence-transformers round trip, the plain Hugging Face folder, and one-line errors.
+
+The round trip is the issue's acceptance test: ``SentenceTransformer(export).encode(texts)`` must
+give llm-embed's own embeddings (cosine > 0.9999; in practice they are identical), for a trained
+run (adapter merged) and for a base model, with templates that wrap the text and poolings that
+sentence-transformers' stock modules cannot express.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm_embed.cli import run_cli
+from llm_embed.encoder import Encoder
+from llm_embed.errors import UserError
+from llm_embed.export import cli_main
+from llm_embed.exporting import export_model, load_exported, load_model, load_sentence_transformer
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXTS = [
+    "a man is driving a car",
+    "the cat sat on the mat",
+    "stocks fell sharply on monday " * 40,  # beyond max_text_tokens: cut before templating
+    'braces {text} and "quotes" survive',
+    "café, naïve, 東京",
+    "x",
+]
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(
+        torch.as_tensor(a).float(), torch.as_tensor(b).float(), dim=-1
+    )
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A trained run's layout (model/encoder.json + adapter/) with a non-zero LoRA, so merging matters."""
+    from peft import LoraConfig, get_peft_model
+
+    run = tmp_path_factory.mktemp("run")
+    encoder = Encoder(tiny_model_dir, pooling="prompt_masked_mean", prompt="prompteol")
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "o_proj"],
+        task_type="FEATURE_EXTRACTION",
+    )
+    encoder.backbone = get_peft_model(encoder.backbone, lora)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in encoder.backbone.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.3)
+    encoder.save(run / "model")
+    (run / "checkpoints").mkdir()
+    return run
+
+
+@pytest.mark.parametrize(
+    "pooling, prompt",
+    [
+        (None, None),
+        ("last", "clustering"),
+        ("eos", None),
+        ("weighted_mean", "none"),
+        ("last_mean", None),
+    ],
+    ids=["saved-prompt_masked_mean", "last", "eos", "weighted_mean", "last_mean"],
+)
+def test_sentence_transformers_round_trip_of_a_trained_run(run_dir, tmp_path, pooling, prompt):
+    reference = load_model(str(run_dir), pooling=pooling, prompt=prompt).encode(TEXTS)
+    out = export_model(str(run_dir), tmp_path / "export", pooling=pooling, prompt=prompt)
+    model = load_sentence_transformer(out, device="cpu")
+    got = model.encode(TEXTS, convert_to_tensor=True, batch_size=4)
+    assert got.shape == reference.shape and model.get_embedding_dimension() == reference.shape[1]
+    assert cosine(got, reference).min() > 0.9999
+
+
+def test_the_adapter_is_merged_and_matters(run_dir, tiny_model_dir, tmp_path):
+    out = export_model(str(run_dir), tmp_path / "export")
+    merged = load_sentence_transformer(out, device="cpu").encode(TEXTS, convert_to_tensor=True)
+    base = Encoder(tiny_model_dir, pooling="prompt_masked_mean", prompt="prompteol").encode(TEXTS)
+    assert cosine(merged, base).min() < 0.999  # the LoRA weights changed the vectors
+
+
+def test_base_model_without_adapter(tiny_model_dir, tmp_path):
+    out = export_model(tiny_model_dir, tmp_path / "base", pooling="mean", prompt="none")
+    reference = Encoder(tiny_model_dir, pooling="mean", prompt="none").encode(TEXTS)
+    got = load_sentence_transformer(out, device="cpu").encode(TEXTS, convert_to_tensor=True)
+    assert cosine(got, reference).min() > 0.9999
+
+
+def test_plain_hugging_face_folder(run_dir, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    out = export_model(str(run_dir), tmp_path / "export")
+    names = {p.name for p in out.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "llm_embed.json",
+        "modules.json",
+        "README.md",
+    } <= names
+    assert not any(n.endswith((".bin", ".pt", ".pkl", ".py")) for n in names)  # no pickles, no code
+    # merged, not an adapter
+    assert not any("lora" in k for k in load_file(out / "model.safetensors"))
+    model, tokenizer = AutoModel.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    merged = load_model(str(run_dir))
+    ids = tokenizer(["a man is driving a car"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(**ids).last_hidden_state, merged.backbone(**ids).last_hidden_state
+        )
+    config = json.loads((out / "llm_embed.json").read_text())
+    assert config["pooling"] == {"type": "prompt_masked_mean"} and "{text}" in config["prompt"]
+    assert config["trust_remote_code"] is False
+    assert "prompt_masked_mean" in (out / "README.md").read_text()
+    assert cosine(load_exported(out).encode(TEXTS), merged.encode(TEXTS)).min() > 0.9999
+
+
+def test_sentence_transformers_prompt_replaces_the_template(run_dir, tmp_path):
+    out = export_model(str(run_dir), tmp_path / "export")
+    model = load_sentence_transformer(out, device="cpu")
+    encoder = load_exported(out)
+    for st_prompt, template in (
+        ("query: ", "query: {text}"),
+        ("Cluster: {text} ->", "Cluster: {text} ->"),
+    ):
+        got = model.encode(TEXTS, prompt=st_prompt, convert_to_tensor=True)
+        assert cosine(got, encoder.encode(TEXTS, prompt=template)).min() > 0.9999
+
+
+def test_sentence_transformers_alone_asks_for_trust_remote_code(run_dir, tmp_path):
+    """sentence-transformers >= 6 imports classes outside its namespace only with the flag (even installed ones)."""
+    from sentence_transformers import SentenceTransformer
+
+    out = export_model(str(run_dir), tmp_path / "export")
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        SentenceTransformer(str(out), device="cpu")
+    # what load_sentence_transformer does after its checks
+    model = SentenceTransformer(str(out), device="cpu", trust_remote_code=True)
+    assert model.encode(["x"]).shape == (1, 32)
+
+
+def test_the_loader_passes_trust_remote_code_only_for_llm_embeds_own_module(run_dir, tmp_path):
+    out = export_model(str(run_dir), tmp_path / "export")
+    modules = json.loads((out / "modules.json").read_text())
+    for types in (
+        ["modeling_evil.Backdoor"],
+        ["llm_embed.st_module.LLMEmbedTransformer", "modeling_evil.Backdoor"],
+    ):
+        (out / "modules.json").write_text(json.dumps([{**modules[0], "type": t} for t in types]))
+        with pytest.raises(UserError, match="modeling_evil.Backdoor"):
+            load_sentence_transformer(out)
+    (out / "modules.json").write_text(json.dumps(modules))
+    config = json.loads((out / "llm_embed.json").read_text())
+    (out / "llm_embed.json").write_text(json.dumps({**config, "trust_remote_code": True}))
+    with pytest.raises(UserError, match="runs model code shipped in its folder"):
+        load_sentence_transformer(out)
+    with pytest.raises(UserError, match="not an llm-embed export"):
+        load_sentence_transformer(tmp_path)
+
+
+def test_overwrite_replaces_only_a_finished_export(run_dir, tmp_path):
+    out = export_model(str(run_dir), tmp_path / "export", pooling="last")
+    with pytest.raises(UserError, match="already exists"):
+        export_model(str(run_dir), out)
+    export_model(str(run_dir), out, pooling="mean", overwrite=True)
+    assert json.loads((out / "llm_embed.json").read_text())["pooling"] == {"type": "mean"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temp folders left
+
+
+# -- one-line errors ------------------------------------------------------------------------------
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    code = run_cli(lambda: cli_main(list(args)))
+    return code, capsys.readouterr().err.strip()
+
+
+def _damaged_run(run_dir: Path, tmp_path: Path, how: str) -> Path:
+    import shutil
+
+    run = tmp_path / "damaged"
+    shutil.copytree(run_dir, run)
+    adapter = run / "model" / "adapter" / "adapter_model.safetensors"
+    if how == "truncated":
+        adapter.write_bytes(adapter.read_bytes()[:100])
+    elif how == "pickle-only":
+        adapter.rename(adapter.with_name("adapter_model.bin"))
+    elif how == "unfinished":
+        shutil.rmtree(run / "model")
+    elif how == "bad-json":
+        (run / "model" / "encoder.json").write_text("{not json")
+    return run
+
+
+@pytest.mark.parametrize(
+    "how, match",
+    [
+        ("truncated", "adapter is corrupt or incomplete"),
+        ("pickle-only", "holds no adapter_model.safetensors"),
+        ("unfinished", "did not finish: resume it with"),
+        ("bad-json", "encoder.json is corrupt"),
+    ],
+)
+def test_damaged_runs_are_one_line_errors(run_dir, tmp_path, capsys, how, match):
+    run = _damaged_run(run_dir, tmp_path, how)
+    code, err = _cli(capsys, "--model", str(run), "--out", str(tmp_path / "out"))
+    assert code == 2 and err.startswith("error: ") and "\n" not in err and match in err, err
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--model", "./no/such/folder"], "not found"),
+        (
+            ["--model", "no-such-org/no-such-model"],
+            "could not load model",
+        ),  # a hub id while offline
+        (["--model", "RUN", "--pooling", "median"], "pooling='median' is unknown"),
+        (["--model", "RUN", "--prompt", "no slot"], "neither a built-in template"),
+        (["--model", "RUN", "--typo"], "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(run_dir, tmp_path, capsys, args, match):
+    args = [str(run_dir) if a == "RUN" else a for a in args]
+    code, err = _cli(capsys, *args, "--out", str(tmp_path / "out"))
+    assert code == 2 and err.startswith("error: ") and match in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_cli_end_to_end(run_dir, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "llm_embed.export", "--model", str(run_dir), "--out", "exported"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "exported" in proc.stderr and (tmp_path / "exported" / "modules.json").is_file()

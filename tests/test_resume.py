@@ -1,0 +1,327 @@
+"""Resume: atomic checkpoints, safe loading, data order and dropout that replay, and a SIGKILL mid-epoch.
+
+The end-to-end test trains the tiny model three times through ``python -m llm_embed.fit``: once
+straight through, once killed with SIGKILL mid-epoch (the process kills itself at a fixed step,
+so the test does not depend on timing), and once resumed from that run's ``last.ckpt``. The
+resumed run must end with the same LoRA weights and losses as the uninterrupted one: equal to
+float32 rounding (rtol 1e-5, atol 1e-6; in practice they are bit-identical on one machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from llm_embed.errors import UserError
+from llm_embed.resume import (
+    AtomicCheckpointIO,
+    EpochShuffleSampler,
+    ResumableDataLoader,
+    check_checkpoint_matches,
+    read_checkpoint,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+KILL_ENV = "LLM_EMBED_TEST_KILL_AT_STEP"
+
+
+class KillAtStep(L.Callback):
+    """SIGKILL this process as training step ``$LLM_EMBED_TEST_KILL_AT_STEP`` starts (no cleanup runs).
+
+    Read from the environment, so the killed run and its resumption share one saved config.
+    """
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if os.environ.get(KILL_ENV) == str(trainer.global_step):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- atomic writes and safe reads --------------------------------------------------------------
+def _fake_checkpoint(value: float) -> dict:
+    return {"state_dict": {"w": torch.full((4,), value)}, "loops": {}, "global_step": int(value)}
+
+
+KILL_MID_WRITE = """
+import os, signal, sys, torch
+from llm_embed.resume import AtomicCheckpointIO
+
+def torn_save(obj, f, *args, **kwargs):  # half a file, then the kernel's SIGKILL
+    f.write(b"PK\\x03\\x04" + b"\\0" * 1000)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = torn_save
+AtomicCheckpointIO().save_checkpoint({"state_dict": {}, "loops": {}}, sys.argv[1])
+"""
+
+
+def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint(_fake_checkpoint(1.0), path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(path)], env=env, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert torch.equal(read_checkpoint(path)["state_dict"]["w"], torch.full((4,), 1.0))
+    assert len(list(path.parent.glob(".last.ckpt.*.tmp"))) == 1  # the torn temp file, beside it
+    AtomicCheckpointIO().save_checkpoint(_fake_checkpoint(2.0), path)  # the next save clears it
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    assert read_checkpoint(path)["global_step"] == 2
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (None, "not found"),
+        (b"", "cannot be loaded"),
+        (b"\x00garbage" * 50, "cannot be loaded"),
+        ("truncated", "cannot be loaded"),
+        ("not-lightning", "not a Lightning training checkpoint"),
+        ("pickled-object", "cannot be loaded"),
+    ],
+)
+def test_read_checkpoint_errors(tmp_path, content, match):
+    path = tmp_path / "x.ckpt"
+    if content == "truncated":
+        torch.save(_fake_checkpoint(1.0), path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif content == "not-lightning":
+        torch.save({"w": torch.zeros(2)}, path)
+    elif content == "pickled-object":
+        torch.save({"state_dict": {}, "loops": {}, "evil": Path("/")}, path)  # weights_only refuses
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UserError, match=match) as err:
+        read_checkpoint(path)
+    assert "\n" not in str(err.value)
+
+
+def test_checkpoint_must_fit_the_model():
+    module = torch.nn.Linear(2, 3)
+    module.bias.requires_grad_(False)
+    good = {"state_dict": {"weight": torch.zeros(3, 2)}}
+    check_checkpoint_matches(good, module, "x.ckpt")
+    for bad in ({"weight": torch.zeros(4, 2)}, {"other": torch.zeros(3, 2)}, {}):
+        with pytest.raises(UserError, match="does not fit this model"):
+            check_checkpoint_matches({"state_dict": bad}, module, "x.ckpt")
+
+
+# -- data order ------------------------------------------------------------------------------------
+def _loader(n: int = 22, batch_size: int = 4) -> ResumableDataLoader:
+    data = list(range(n))
+    return ResumableDataLoader(
+        data, batch_size=batch_size, sampler=EpochShuffleSampler(n, seed=3), drop_last=True
+    )
+
+
+def _epoch(loader: ResumableDataLoader, epoch: int) -> list[list[int]]:
+    loader.sampler.set_epoch(epoch)
+    return [b.tolist() for b in loader]
+
+
+def test_shuffle_depends_on_seed_and_epoch_only():
+    a, b = _loader(), _loader()
+    assert _epoch(a, 0) == _epoch(b, 0)
+    assert _epoch(a, 1) == _epoch(b, 1) != _epoch(b, 0)
+    assert _epoch(a, 0) == _epoch(b, 0)  # no hidden generator state carried between epochs
+    assert sorted(sum(_epoch(a, 2), [])) != list(range(20))  # shuffled, full batches only
+
+
+def test_loader_resumes_mid_epoch_and_into_the_next_epoch():
+    full = _loader()
+    epoch1 = _epoch(full, 1)
+    killed = _loader()
+    killed.sampler.set_epoch(1)
+    it = iter(killed)
+    seen = [next(it).tolist() for _ in range(2)]
+    state = killed.state_dict()
+    assert state == {"epoch": 1, "batches": 2}
+    resumed = _loader()
+    resumed.load_state_dict(state)
+    assert seen + _epoch(resumed, 1) == epoch1
+    assert _epoch(resumed, 1) == epoch1  # the skip applies to the first pass only
+
+    end_of_epoch = _loader()
+    end_of_epoch.load_state_dict({"epoch": 1, "batches": len(epoch1)})
+    # a checkpoint from an epoch's end skips nothing
+    assert _epoch(end_of_epoch, 2) == _epoch(full, 2)
+
+
+def test_ddp_rewrap_keeps_the_loader_and_splits_the_epochs_permutation():
+    """Under DDP Lightning rebuilds the loader around a DistributedSamplerWrapper; it must stay resumable."""
+    from lightning.fabric.utilities.data import _replace_dunder_methods, _set_sampler_epoch
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+    from lightning.pytorch.utilities.data import _update_dataloader
+    from torch.utils.data import DataLoader
+
+    with _replace_dunder_methods(DataLoader, "dataset"):  # as Lightning calls train_dataloader()
+        loader = _loader(n=20, batch_size=2)
+    order = EpochShuffleSampler(20, seed=3)
+    order.set_epoch(4)
+    permutation = list(order)
+    for rank in range(2):
+        wrapped = DistributedSamplerWrapper(
+            loader.sampler, num_replicas=2, rank=rank, shuffle=False
+        )
+        ranked = _update_dataloader(loader, wrapped)
+        assert isinstance(ranked, ResumableDataLoader)
+        _set_sampler_epoch(ranked, 4)  # forwarded to the EpochShuffleSampler inside
+        assert sum((b.tolist() for b in ranked), []) == permutation[rank::2]
+
+
+# -- end to end: SIGKILL mid-epoch, resume, same result -------------------------------------------
+def _write_config(tmp_path: Path, tiny_model_dir: str, save_dir: Path) -> Path:
+    callbacks = [
+        {"class_path": "test_resume.KillAtStep"},
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {"every_n_train_steps": 2, "save_last": True, "save_top_k": 0},
+        },
+    ]
+    config = {
+        "seed_everything": 0,
+        "model": {
+            "encoder": {
+                "class_path": "llm_embed.encoder.Encoder",
+                "init_args": {
+                    "backbone": tiny_model_dir,
+                    "pooling": "last",
+                    "prompt": "clustering",
+                },
+            },
+            "lora": {
+                "class_path": "peft.LoraConfig",
+                "init_args": {
+                    "r": 4,
+                    "lora_alpha": 8,
+                    "lora_dropout": 0.2,  # dropout on: the resumed run must replay its masks
+                    "target_modules": ["q_proj", "v_proj", "o_proj"],
+                    "task_type": "FEATURE_EXTRACTION",
+                },
+            },
+            "lr": 5.0e-3,
+            "warmup_steps": 2,
+        },
+        "data": {
+            "pairs_file": str(tmp_path / "pairs.jsonl"),
+            "batch_size": 4,
+            "val_size": 4,
+            "seed": 0,
+        },
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_steps": 10,  # 7 batches per epoch: the run crosses into a second epoch
+            "val_check_interval": 3,
+            "check_val_every_n_epoch": None,
+            "num_sanity_val_steps": 0,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(save_dir), "name": "run", "version": ""},
+            },
+            "callbacks": callbacks,
+        },
+    }
+    path = tmp_path / f"{save_dir.name}.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def _fit(tmp_path: Path, *args: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+    }
+    env.pop(KILL_ENV, None)
+    if kill_at is not None:
+        env[KILL_ENV] = str(kill_at)
+    return subprocess.run(
+        [sys.executable, "-m", "llm_embed.fit", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _final_scalars(run_dir: Path) -> dict[str, tuple[int, float]]:
+    """Each tag's value at its last step (the latest write wins when a step was logged twice)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = {}
+    for events in sorted(run_dir.glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            last = max(acc.Scalars(tag), key=lambda e: (e.step, e.wall_time))
+            if tag not in out or last.step >= out[tag][0]:
+                out[tag] = (last.step, last.value)
+    return out
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    pairs = [
+        {"anchor": f"text number {i} about topic {i % 5}", "positive": f"topic {i % 5}: text {i}"}
+        for i in range(32)
+    ]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    from llm_embed.data.datamodule import PairDataModule
+
+    data = PairDataModule(pairs_file=str(tmp_path / "pairs.jsonl"), batch_size=4, val_size=4)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    hint = "PairDataModule.train_dataloader must return a ResumableDataLoader over an EpochShuffleSampler"
+    assert isinstance(loader, ResumableDataLoader), hint
+    assert isinstance(loader.sampler, EpochShuffleSampler), hint
+
+    straight = tmp_path / "straight"
+    proc = _fit(tmp_path, "--config", str(_write_config(tmp_path, tiny_model_dir, straight)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    killed = tmp_path / "killed"
+    proc = _fit(
+        tmp_path, "--config", str(_write_config(tmp_path, tiny_model_dir, killed)), kill_at=5
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    last = killed / "run" / "checkpoints" / "last.ckpt"
+    assert read_checkpoint(last)["global_step"] == 4  # mid-epoch: 4 of 7 batches done
+    assert not (killed / "run" / "model").exists()
+
+    # The README's resume command: the run's saved config plus --ckpt_path.
+    proc = _fit(tmp_path, "--config", str(killed / "run" / "config.yaml"), "--ckpt_path", str(last))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Lightning's warning for loaders that restart the epoch
+    assert "not resumable" not in proc.stderr
+
+    a = load_file(straight / "run" / "model" / "adapter" / "adapter_model.safetensors")
+    b = load_file(killed / "run" / "model" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+    print(
+        "max |resumed - uninterrupted| over LoRA weights:",
+        max((a[k] - b[k]).abs().max().item() for k in a),
+    )
+    assert any((a[k] != 0).any() for k in a if "lora_B" in k)  # training moved the weights
+
+    sa, sb = _final_scalars(straight / "run"), _final_scalars(killed / "run")
+    assert sa["train/loss"][0] == 9 and sa["val/loss"][0] == 8  # the last step, the last validation
+    for tag in ("train/loss", "val/loss"):
+        assert sb[tag][0] == sa[tag][0], (tag, sa[tag], sb[tag])
+        assert sb[tag][1] == pytest.approx(sa[tag][1], rel=1e-5, abs=1e-6), tag
