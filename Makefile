@@ -29,7 +29,7 @@ synth: setup  ## (re)generate the committed LLM-written pairs in data/pairs (res
 	$(PY) -m llm_embed.synth --config configs/synth.yaml
 
 bench: setup  ## encode, training-step and loop-overhead benchmarks (see docs/performance.md)
-	$(PY) -m benchmarks.encode && $(PY) -m benchmarks.train_step && $(PY) -m benchmarks.loop_overhead
+	$(PY) -m benchmarks.encode && $(PY) -m benchmarks.train_step --max-plain-batch 64 && $(PY) -m benchmarks.loop_overhead
 
 gpu-check:  ## GradCache training + encode benchmark on Qwen3-0.6B's shape (one GPU, < 8 min)
 	bash benchmarks/gpu_check.sh

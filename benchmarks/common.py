@@ -8,12 +8,14 @@ tokens, N the non-embedding parameters, L layers and d_attn = heads x head_dim.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +193,11 @@ def peak_memory(device: torch.device | str) -> Iterator[dict[str, float]]:
         torch.cuda.synchronize()
         result["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
         return
+    # Hand freed heap memory back to the OS first: glibc keeps it, so after a large step the RSS
+    # stays high and a later, smaller step would show no growth above that inflated level.
+    gc.collect()
+    with suppress(OSError, AttributeError):  # not glibc: measure without the trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
         base = _proc_status_kib("VmRSS")

@@ -7,7 +7,7 @@ r=64 on q, v, o and the MLP). With GradCache the texts go through the model
 (weights and optimizer state excluded), so it is the activations' share: it should grow with B
 without GradCache and stay flat with it. A batch that does not fit shows ``OOM``.
 
-    python -m benchmarks.train_step                                   # SmolLM2-135M (packaged), CPU
+    python -m benchmarks.train_step --max-plain-batch 64               # SmolLM2-135M (packaged), CPU
     python -m benchmarks.train_step --random qwen3-0.6b --precision bf16-mixed --steps 3
     python -m benchmarks.train_step --quick                           # tiny random model (tests)
 """
@@ -74,7 +74,14 @@ def run(
     precision: str = "32-true",
     lora_r: int = 64,
     max_words: int = 60,
+    max_plain_batch: int | None = None,
 ) -> dict[str, Any]:
+    """Time and peak memory per (batch, GradCache) row.
+
+    ``max_plain_batch``: batches above it run with GradCache only. On a CPU an out-of-memory
+    process is killed by the kernel rather than raising, so a batch that cannot fit without
+    GradCache (SmolLM2 at 256 pairs needs more than 24 GiB) has to be left out up front.
+    """
     from llm_embed.backbone import resolve
 
     device = device or default_device()
@@ -106,6 +113,16 @@ def run(
                 "batch": B,
                 "GradCache": f"yes (mini {mini_batch})" if grad_cache else "no",
             }
+            if not grad_cache and max_plain_batch is not None and max_plain_batch < B:
+                row.update(
+                    {
+                        "step s": "not run",
+                        "peak MiB": f"> RAM (--max-plain-batch {max_plain_batch})",
+                    }
+                )
+                row["pairs/s"] = ""
+                rows.append(row)
+                continue
             try:
                 times = []
                 with peak_memory(device) as mem:
@@ -176,6 +193,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", choices=["32-true", "bf16-mixed"], default="32-true")
     parser.add_argument("--lora-r", type=int, default=64)
+    parser.add_argument(
+        "--max-plain-batch",
+        type=int,
+        help="run batches above this with GradCache only (CPU: an OOM kills the process)",
+    )
     parser.add_argument("--json", help="also write the result here")
     parser.add_argument(
         "--quick", action="store_true", help="tiny random model, batches 4 and 8 (the tests)"
@@ -196,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             precision=args.precision,
             lora_r=args.lora_r,
             max_words=20 if args.quick else 60,
+            max_plain_batch=args.max_plain_batch,
         )
     result["model"] = f"random {args.random}" if args.random else args.model
     print(report(result), flush=True)

@@ -42,6 +42,11 @@ def test_train_step_benchmark_quick(capsys):
     assert all(isinstance(r["step s"], float) and r["step s"] > 0 for r in rows.values())
     assert "memory vs no cache" in capsys.readouterr().out
 
+    capped = train_step.main(["--quick", "--max-plain-batch", "4"])
+    plain8 = [r for r in capped["rows"] if r["batch"] == 8 and r["GradCache"] == "no"]
+    assert [r["step s"] for r in plain8] == ["not run"]  # left out, not killed by the OOM killer
+    assert all(isinstance(r["step s"], float) for r in capped["rows"] if r["GradCache"] != "no")
+
 
 def test_loop_overhead_benchmark_quick(capsys):
     from benchmarks import loop_overhead
