@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -9,6 +10,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from llm_embed.errors import UserError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises UserError (one line, exit 2 via :func:`run_cli`) instead of printing usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see --help)")
+
+
+def doc_parser(prog: str, doc: str) -> ArgumentParser:
+    """A parser whose ``--help`` is the CLI module's docstring: first paragraph, then the examples."""
+    paragraphs = doc.split("\n\n")
+    return ArgumentParser(
+        prog=prog,
+        description=paragraphs[0],
+        epilog="\n\n".join(paragraphs[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def _one_line(err: BaseException) -> str:

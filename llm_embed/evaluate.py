@@ -24,15 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llm_embed.cli import run_cli
-from llm_embed.errors import UserError
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises UserError (one line, exit 2 via run_cli) instead of printing usage."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see --help)")
+from llm_embed.cli import doc_parser, run_cli
 
 
 def _csv(value: str) -> list[str]:
@@ -40,12 +32,7 @@ def _csv(value: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="python -m llm_embed.evaluate",
-        description=__doc__.split("\n\n")[0],
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = doc_parser("python -m llm_embed.evaluate", __doc__)
     p.add_argument("--model", help="packaged name, local folder, hub id, run folder, or st:<name>")
     p.add_argument(
         "--kind",
