@@ -8,11 +8,13 @@ tokens, N the non-embedding parameters, L layers and d_attn = heads x head_dim.
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import gc
 import json
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -117,6 +119,28 @@ def build_random_model(
     model.save_pretrained(path)
     fast.save_pretrained(path)
     return path
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--model`` (a real model) and ``--random`` (a random model of a named shape instead)."""
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="packaged name, folder or hub id"
+    )
+    parser.add_argument(
+        "--random",
+        choices=["tiny", "qwen3-0.6b"],
+        help="a randomly initialised model of this shape instead",
+    )
+
+
+@contextmanager
+def model_from_args(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
+    """``(path, label)`` of the model the arguments name; a ``--random`` one lives in a temp folder."""
+    if not args.random:
+        yield args.model, args.model
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        yield str(build_random_model(f"{tmp}/model", args.random)), f"random {args.random}"
 
 
 def non_embedding_params(model: torch.nn.Module) -> int:

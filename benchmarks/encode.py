@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 import warnings
 from typing import Any
 
 import torch
 
 from benchmarks.common import (
-    build_random_model,
+    add_model_arguments,
     default_device,
     environment,
     forward_flops,
     matmul_peak,
     mixed_corpus,
+    model_from_args,
     non_embedding_params,
     table,
     timed,
@@ -187,14 +187,7 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model", default="smollm2-135m-instruct", help="packaged name, folder or hub id"
-    )
-    parser.add_argument(
-        "--random",
-        choices=["tiny", "qwen3-0.6b"],
-        help="a randomly initialised model of this shape instead",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pooling", choices=sorted(POOLING_ST), default="last")
@@ -210,8 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.random, args.texts, args.batch_size, args.repeats = "tiny", 48, 16, 1
     logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    with tempfile.TemporaryDirectory() as tmp:
-        model = str(build_random_model(f"{tmp}/model", args.random)) if args.random else args.model
+    with model_from_args(args) as (model, label):
         result = run(
             model,
             texts=args.texts,
@@ -222,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             repeats=args.repeats,
             max_words=60 if args.quick else 200,
         )
-    result["model"] = f"random {args.random}" if args.random else args.model
+    result["model"] = label
     print(report(result), flush=True)
     write_json(args.json, result)
     return result

@@ -14,6 +14,7 @@ N); GradCache's extra no-grad forward is not useful work, so the hardware does `
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
@@ -42,20 +43,13 @@ def train_steps(
 ) -> dict[str, Any]:
     """``steps`` Lightning training steps with GradCache in bf16-mixed; step time, tokens/s and MFU."""
     import lightning as L
-    from peft import LoraConfig
 
     from llm_embed.encoder import Encoder
-    from llm_embed.module import EmbeddingModule
+    from llm_embed.module import EmbeddingModule, reference_lora
 
     # after the import, which sets Lightning's logger to INFO
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    lora = LoraConfig(
-        r=lora_r,
-        lora_alpha=16,
-        lora_dropout=0.05,
-        task_type="FEATURE_EXTRACTION",
-        target_modules=["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    )
+    lora = dataclasses.replace(reference_lora(), r=lora_r)  # the paper's LoRA, rank aside
     torch.manual_seed(0)
     module = EmbeddingModule(
         Encoder(path, pooling="last", prompt="clustering"),

@@ -26,9 +26,10 @@ from typing import Any
 import torch
 
 from benchmarks.common import (
-    build_random_model,
+    add_model_arguments,
     default_device,
     environment,
+    model_from_args,
     sync,
     table,
     write_json,
@@ -183,14 +184,7 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model", default="smollm2-135m-instruct", help="packaged name, folder or hub id"
-    )
-    parser.add_argument(
-        "--random",
-        choices=["tiny", "qwen3-0.6b"],
-        help="a randomly initialised model of this shape instead",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--batch", type=int, default=16, help="pairs per step")
     parser.add_argument("--steps", type=int, default=12, help="steps per loop and round")
     parser.add_argument("--warmup", type=int, default=2, help="first steps of each loop not timed")
@@ -213,8 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             4,
         )
     warnings.filterwarnings("ignore")
-    with tempfile.TemporaryDirectory() as tmp:
-        model = str(build_random_model(f"{tmp}/model", args.random)) if args.random else args.model
+    with model_from_args(args) as (model, label):
         result = run(
             model,
             batch=args.batch,
@@ -226,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             lora_r=args.lora_r,
             max_words=20 if args.quick else 60,
         )
-    result["model"] = f"random {args.random}" if args.random else args.model
+    result["model"] = label
     print(report(result), flush=True)
     write_json(args.json, result)
     return result

@@ -15,9 +15,9 @@ without GradCache and stay flat with it. A batch that does not fit shows ``OOM``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
-import tempfile
 import warnings
 from contextlib import nullcontext
 from typing import Any
@@ -25,10 +25,11 @@ from typing import Any
 import torch
 
 from benchmarks.common import (
-    build_random_model,
+    add_model_arguments,
     default_device,
     environment,
     mixed_corpus,
+    model_from_args,
     peak_memory,
     table,
     timed,
@@ -45,18 +46,10 @@ def training_pairs(n: int, *, seed: int = 0, max_words: int = 60) -> dict[str, l
 
 
 def build_module(path: str, *, device: str, mini_batch: int, lora_r: int) -> Any:
-    from peft import LoraConfig
-
     from llm_embed.encoder import Encoder
-    from llm_embed.module import EmbeddingModule
+    from llm_embed.module import EmbeddingModule, reference_lora
 
-    lora = LoraConfig(
-        r=lora_r,
-        lora_alpha=16,
-        lora_dropout=0.05,
-        task_type="FEATURE_EXTRACTION",
-        target_modules=["q_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-    )
+    lora = dataclasses.replace(reference_lora(), r=lora_r)  # the paper's LoRA, rank aside
     torch.manual_seed(0)
     module = EmbeddingModule(
         Encoder(path, pooling="last"), lora=lora, grad_cache_mini_batch=mini_batch
@@ -175,14 +168,7 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model", default="smollm2-135m-instruct", help="packaged name, folder or hub id"
-    )
-    parser.add_argument(
-        "--random",
-        choices=["tiny", "qwen3-0.6b"],
-        help="a randomly initialised model of this shape instead",
-    )
+    add_model_arguments(parser)
     parser.add_argument("--batches", default="16,64,256", help="contrastive batch sizes (pairs)")
     parser.add_argument(
         "--mini-batch", type=int, default=16, help="GradCache texts per forward pass"
@@ -207,8 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.random, args.batches, args.mini_batch, args.lora_r = "tiny", "4,8", 2, 4
     warnings.filterwarnings("ignore", category=FutureWarning)
     batches = [int(b) for b in args.batches.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        model = str(build_random_model(f"{tmp}/model", args.random)) if args.random else args.model
+    with model_from_args(args) as (model, label):
         result = run(
             model,
             batches=batches,
@@ -220,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             max_words=20 if args.quick else 60,
             max_plain_batch=args.max_plain_batch,
         )
-    result["model"] = f"random {args.random}" if args.random else args.model
+    result["model"] = label
     print(report(result), flush=True)
     write_json(args.json, result)
     return result
