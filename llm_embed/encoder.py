@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +26,21 @@ log = logging.getLogger(__name__)
 
 CONFIG_NAME = "encoder.json"
 ADAPTER_DIR = "adapter"
+
+
+def attention_kernels() -> AbstractContextManager[None]:
+    """Let SDPA use the flash, memory-efficient or math kernels, not cuDNN's.
+
+    On Hopper GPUs PyTorch tries cuDNN attention first, which builds an execution plan for each
+    new (batch, length) shape: about 2 ms of CPU per call on an H200, and batches of texts
+    rarely repeat a shape. The flash and memory-efficient kernels have no such set-up cost. CPUs
+    have no cuDNN kernel, so nothing changes there.
+    """
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(
+        [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    )
 
 
 class Encoder(nn.Module):
@@ -77,7 +92,9 @@ class Encoder(nn.Module):
         self.backbone_name = backbone
         self.tokenizer = load_tokenizer(backbone, trust_remote_code=trust_remote_code)
         if not self.tokenizer.is_fast:
-            raise UserError(f"model {backbone!r} has no fast tokenizer: llm-embed needs character offsets")
+            raise UserError(
+                f"model {backbone!r} has no fast tokenizer: llm-embed needs character offsets"
+            )
         self.backbone = load_backbone(
             backbone,
             dtype=dtype,
@@ -102,7 +119,9 @@ class Encoder(nn.Module):
         """Use another pooling on the same backbone (poolings hold no weights; a grid swaps them)."""
         pooling = from_config(pooling)
         if pooling.appends_eos and self.tokenizer.eos_token_id is None:
-            raise UserError(f"pooling 'eos' needs an EOS token, and model {self.backbone_name!r} has none")
+            raise UserError(
+                f"pooling 'eos' needs an EOS token, and model {self.backbone_name!r} has none"
+            )
         self.pooling = pooling
 
     @property
@@ -124,7 +143,11 @@ class Encoder(nn.Module):
 
     @property
     def name(self) -> str:
-        return Path(self.backbone_name).name if Path(self.backbone_name).is_dir() else self.backbone_name
+        return (
+            Path(self.backbone_name).name
+            if Path(self.backbone_name).is_dir()
+            else self.backbone_name
+        )
 
     @property
     def embed_dim(self) -> int:
@@ -135,16 +158,40 @@ class Encoder(nn.Module):
         return next(self.backbone.parameters()).device
 
     # -- text -> tokens -------------------------------------------------------------------------
+    def _encode(
+        self, texts: Sequence[str], *, special: bool
+    ) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Token ids and character offsets per text, straight from the Rust tokenizer.
+
+        Calling ``backend_tokenizer`` skips transformers' per-text Python conversion, which took
+        as long as the tokenization itself; the ids and offsets are the same (tests/test_encoder.py).
+        """
+        backend = self.tokenizer.backend_tokenizer
+        if backend.truncation is not None:
+            backend.no_truncation()
+        if backend.padding is not None:
+            backend.no_padding()
+        return [
+            (e.ids, e.offsets)
+            for e in backend.encode_batch(list(texts), add_special_tokens=special)
+        ]
+
     def truncate(self, texts: Sequence[str]) -> list[str]:
         """Cut each text to ``max_text_tokens`` tokens, at a token boundary of the original string."""
-        enc = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
-        out = []
-        for text, offsets in zip(texts, enc["offset_mapping"], strict=True):
+        texts = list(texts)
+        # An ASCII text of fewer characters than the limit cannot have too many tokens (each token
+        # covers at least one character, plus at most one added word-start marker), so only the
+        # others are tokenized here.
+        check = [
+            i for i, t in enumerate(texts) if not (t.isascii() and len(t) < self.max_text_tokens)
+        ]
+        for i, (_, offsets) in zip(
+            check, self._encode([texts[i] for i in check], special=False), strict=True
+        ):
             if len(offsets) > self.max_text_tokens:
                 self.num_truncated += 1
-                text = text[: offsets[self.max_text_tokens - 1][1]]
-            out.append(text)
-        return out
+                texts[i] = texts[i][: offsets[self.max_text_tokens - 1][1]]
+        return texts
 
     def tokenize(
         self, texts: Sequence[str], *, prompt: str | PromptTemplate | None = None
@@ -157,30 +204,25 @@ class Encoder(nn.Module):
         """
         template = self.prompt if prompt is None else get_prompt(prompt)
         texts = self.truncate(texts)
-        full = [template.apply(t) for t in texts]
-        enc = self.tokenizer(full, add_special_tokens=True, return_offsets_mapping=True)
+        encoded = self._encode([template.apply(t) for t in texts], special=True)
         lo = len(template.prefix)
+        eos = [self.tokenizer.eos_token_id] if self.pooling.appends_eos else []
         rows: list[tuple[list[int], list[int]]] = []
-        for text, ids, offsets in zip(texts, enc["input_ids"], enc["offset_mapping"], strict=True):
+        for text, (ids, offsets) in zip(texts, encoded, strict=True):
             hi = lo + len(text)
             # a token is text if its character span overlaps the text; special tokens span (0, 0)
             is_prompt = [int(not (s < hi and e > lo and e > s)) for s, e in offsets]
-            ids = list(ids)
-            if self.pooling.appends_eos:
-                ids.append(self.tokenizer.eos_token_id)
-                is_prompt.append(1)
-            rows.append((ids, is_prompt))
+            rows.append((ids + eos, is_prompt + [1] * len(eos)))
         T = max(len(ids) for ids, _ in rows)
-        B = len(rows)
-        input_ids = torch.full((B, T), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((B, T), dtype=torch.long)
-        prompt_mask = torch.ones((B, T), dtype=torch.long)
-        for i, (ids, is_prompt) in enumerate(rows):
-            n = len(ids)
-            sl = slice(0, n) if self.padding_side == "right" else slice(T - n, T)
-            input_ids[i, sl] = torch.tensor(ids)
-            attention_mask[i, sl] = 1
-            prompt_mask[i, sl] = torch.tensor(is_prompt)
+        left = self.padding_side == "left"
+
+        def pad(row: list[int], value: int) -> list[int]:
+            fill = [value] * (T - len(row))
+            return fill + row if left else row + fill
+
+        input_ids = torch.tensor([pad(ids, self.pad_id) for ids, _ in rows], dtype=torch.long)
+        attention_mask = torch.tensor([pad([1] * len(ids), 0) for ids, _ in rows], dtype=torch.long)
+        prompt_mask = torch.tensor([pad(p, 1) for _, p in rows], dtype=torch.long)
         position_ids = (attention_mask.cumsum(1) - 1).clamp_min(0)
         return {
             "input_ids": input_ids,
@@ -193,15 +235,18 @@ class Encoder(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embed a tokenized batch (from :meth:`tokenize`), with gradients. Returns (B, D) float32."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        out = self.backbone(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            position_ids=batch["position_ids"],
-            output_hidden_states=self.layer != -1,
-            use_cache=False,  # no KV cache: one pass per text, nothing to reuse
-        )
+        with attention_kernels():
+            out = self.backbone(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                position_ids=batch["position_ids"],
+                output_hidden_states=self.layer != -1,
+                use_cache=False,  # no KV cache: one pass per text, nothing to reuse
+            )
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
-        emb = self.pooling(hidden.float(), batch["attention_mask"], prompt_mask=batch["prompt_mask"])
+        emb = self.pooling(
+            hidden.float(), batch["attention_mask"], prompt_mask=batch["prompt_mask"]
+        )
         return F.normalize(emb, dim=-1) if self.normalize else emb
 
     def encode(
@@ -221,13 +266,19 @@ class Encoder(nn.Module):
         out = torch.empty((len(texts), self.embed_dim), dtype=torch.float32)
         was_training = self.training
         self.eval()
+        batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
         try:
             with torch.inference_mode():
-                starts = range(0, len(order), batch_size)
-                for start in tqdm(starts, desc="encode", disable=not show_progress, unit="batch"):
-                    idx = order[start : start + batch_size]
-                    emb = self(self.tokenize([texts[i] for i in idx], prompt=prompt))
-                    out[idx] = emb.float().cpu()
+                pending = None  # the batch whose forward pass is in flight, and its result
+                for idx in tqdm(batches, desc="encode", disable=not show_progress, unit="batch"):
+                    # On a GPU, tokenizing batch i overlaps the forward pass of batch i-1, which
+                    # is only waited for (by the copy to the CPU) afterwards.
+                    tokens = self.tokenize([texts[i] for i in idx], prompt=prompt)
+                    if pending is not None:
+                        out[pending[0]] = pending[1].float().cpu()
+                    pending = (idx, self(tokens))
+                if pending is not None:
+                    out[pending[0]] = pending[1].float().cpu()
         finally:
             self.train(was_training)
         return out
@@ -269,7 +320,9 @@ class Encoder(nn.Module):
         path = Path(path)
         config_file = path / CONFIG_NAME
         if not config_file.is_file():
-            raise UserError(f"{path} holds no {CONFIG_NAME}: give a folder written by a llm-embed run")
+            raise UserError(
+                f"{path} holds no {CONFIG_NAME}: give a folder written by a llm-embed run"
+            )
         try:
             config = json.loads(config_file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:

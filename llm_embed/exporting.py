@@ -63,10 +63,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_export_config(path: str | Path) -> dict[str, Any]:
+    """An exported folder's ``llm_embed.json``: the Encoder arguments except the backbone."""
+    return _read_json(Path(path).expanduser() / EXPORT_CONFIG)
+
+
 def load_exported(path: str | Path, **overrides: Any) -> Encoder:
     """The encoder of an exported folder (the folder is the backbone; ``llm_embed.json`` the rest)."""
     path = Path(path).expanduser()
-    config = _read_json(path / EXPORT_CONFIG)
+    config = read_export_config(path)
     config.pop("backbone", None)
     return Encoder(backbone=str(path), **{**config, **overrides})
 

@@ -20,7 +20,7 @@ import lightning as L
 import torch
 from peft import LoraConfig, get_peft_model
 
-from llm_embed.encoder import Encoder
+from llm_embed.encoder import Encoder, attention_kernels
 from llm_embed.errors import UserError
 from llm_embed.gradcache import cached_loss, embed_in_chunks
 from llm_embed.losses import InfoNCELoss
@@ -60,7 +60,11 @@ def enable_checkpointing(model: torch.nn.Module) -> None:
     (every layer of a frozen base, unless input grads are forced on), and it refuses
     ``torch.autograd.grad``, which GradCache's second pass uses.
     """
-    kwargs = {"use_reentrant": False}
+    # the recomputation in the backward pass must pick the same attention kernel as the forward
+    kwargs = {
+        "use_reentrant": False,
+        "context_fn": lambda: (attention_kernels(), attention_kernels()),
+    }
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
         model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
@@ -184,9 +188,13 @@ class EmbeddingModule(L.LightningModule):
         loss = self._loss(batch)
         if not torch.isfinite(loss):
             # Stop before the optimizer step so the weights (and last.ckpt) stay the last good ones.
-            raise UserError(
-                f"loss became {loss.item()} at step {self.global_step}: lower model.lr or check the pairs; "
+            where = (
                 "resume from checkpoints/<run>/checkpoints/last.ckpt"
+                if self.global_step
+                else "no checkpoint was written yet, so start again"
+            )
+            raise UserError(
+                f"loss became {loss.item()} at step {self.global_step}: lower model.lr or check the pairs; {where}"
             )
         bs = len(batch["anchor"])
         # sync_dist: the mean of the ranks' losses is the loss of the global batch

@@ -76,3 +76,13 @@ def test_benchmarks_document_their_commands(name):
     text = (ROOT / "benchmarks" / f"{name}.py").read_text()
     assert f"python -m benchmarks.{name}" in text
     assert f"python -m benchmarks.{name}" in (ROOT / "docs" / "performance.md").read_text()
+
+
+def test_profile_step_quick(capsys):
+    from benchmarks import profile_step
+
+    result = profile_step.main(["--quick"])
+    assert set(result["phases"]) == set(profile_step.PHASES)
+    assert all(v > 0 for v in result["phases"].values()) and result["cpu_s"] > 0
+    assert len(result["top"]) == 5 and result["top"][0]["calls"] >= 1
+    assert "self CPU" in capsys.readouterr().out

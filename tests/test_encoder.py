@@ -133,3 +133,59 @@ def test_encode_sorts_by_length_runs_in_inference_mode_and_keeps_input_order(enc
     torch.testing.assert_close(out, one_by_one, atol=1e-5, rtol=1e-5)
     perm = [3, 0, 4, 1, 2]
     torch.testing.assert_close(encoder.encode([texts[i] for i in perm], batch_size=2), out[perm], atol=1e-5, rtol=1e-5)
+
+
+# Texts that stress the tokenizer shortcut: ASCII around the cut, one token per character,
+# non-ASCII (accents, emoji, CJK: several tokens per character), whitespace runs, braces.
+ODD_TEXTS = [
+    "",
+    "a",
+    "the cat sat",
+    "!?" * 3 + "!",
+    "!?" * 4,
+    "!?" * 4 + "!",
+    "1 2 3 4 5 6 7 8 9",
+    "   spaces   inside\tand\nnewlines  ",
+    "naïve café déjà vu",
+    "🙂🙂🙂",
+    "東京の天気は晴れ",
+    "{text} with {braces}",
+    "stocks fell sharply on monday " * 8,
+]
+
+
+def reference_truncate(tokenizer, texts: list[str], n: int) -> tuple[list[str], int]:
+    """Truncation as transformers' own tokenizer call gives it: every text tokenized, cut after n tokens."""
+    offsets = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    cut = [t[: o[n - 1][1]] if len(o) > n else t for t, o in zip(texts, offsets, strict=True)]
+    return cut, sum(len(o) > n for o in offsets)
+
+
+def check_tokenizer_shortcuts(enc: Encoder) -> None:
+    templated = [enc.prompt.apply(t) for t in ODD_TEXTS]
+    for texts, special in ((ODD_TEXTS, False), (templated, True)):
+        ref = enc.tokenizer(texts, add_special_tokens=special, return_offsets_mapping=True)
+        got = enc._encode(texts, special=special)
+        assert [list(ids) for ids, _ in got] == [list(ids) for ids in ref["input_ids"]]
+        assert [[tuple(o) for o in offs] for _, offs in got] == [
+            [tuple(o) for o in offs] for offs in ref["offset_mapping"]
+        ]
+    for n in (1, 2, 7, 8, 9, 100):
+        enc.max_text_tokens, enc.num_truncated = n, 0
+        expected, count = reference_truncate(enc.tokenizer, ODD_TEXTS, n)
+        assert enc.truncate(ODD_TEXTS) == expected
+        assert enc.num_truncated == count
+    batch = enc.tokenize(ODD_TEXTS)
+    for row, mask, text in zip(batch["input_ids"], batch["attention_mask"], enc.truncate(ODD_TEXTS), strict=True):
+        ids = enc.tokenizer(enc.prompt.apply(text))["input_ids"]
+        assert row[mask.bool()].tolist() == list(ids)
+
+
+def test_fast_tokenization_equals_transformers_tokenizer_call(tiny_model_dir):
+    """The Rust-direct path and the ASCII truncation shortcut change no id, offset or cut."""
+    check_tokenizer_shortcuts(Encoder(tiny_model_dir, prompt="clustering"))
+
+
+@pytest.mark.slow
+def test_fast_tokenization_equals_transformers_on_the_packaged_tokenizer():
+    check_tokenizer_shortcuts(Encoder("smollm2-135m-instruct", prompt="prompteol"))

@@ -214,6 +214,23 @@ def test_trained_run_folder_and_adapter_give_the_same_record(tiny_model_dir, tmp
     assert "run1" in (out2 / "results.md").read_text(encoding="utf-8")
 
 
+def test_exported_folder_gives_the_record_of_its_run(tiny_model_dir, tmp_path):
+    """An export is scored through llm-embed's own encoder, with the run's pooling and prompt."""
+    from llm_embed.exporting import export_model
+
+    run = tmp_path / "checkpoints" / "run1"
+    Encoder(tiny_model_dir, pooling="weighted_mean", prompt="summary").save(run / "model")
+    export = tmp_path / "exports" / "run1"
+    export_model(str(run), export)
+    args = ["--tasks", "TinyTopics"]
+    assert evaluate(["--model", str(run), *args, "--out", str(tmp_path / "a")]) == 0
+    assert evaluate(["--model", str(export), *args, "--out", str(tmp_path / "b")]) == 0
+    (as_run,), (as_export,) = read(tmp_path / "a"), read(tmp_path / "b")
+    assert as_export["model"] == str(export)
+    assert (as_export["pooling"], as_export["prompt"]) == ("weighted_mean", "summary")
+    assert as_export["v_measure"] == pytest.approx(as_run["v_measure"], abs=1e-6)
+
+
 def test_task_prompts_and_user_templates(tiny_model_dir, tmp_path):
     user = tmp_path / "prompts.yaml"
     user.write_text('topic: "Topic of: {text}"\n', encoding="utf-8")

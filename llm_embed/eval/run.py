@@ -41,6 +41,7 @@ from llm_embed.errors import UserError
 from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.st_encoder import ST_PACKAGED, STEncoder, is_st_folder
 from llm_embed.eval.tasks import OFFLINE_SUITE, check_max_documents, get_tasks
+from llm_embed.exporting import is_export, load_exported, read_export_config
 from llm_embed.pooling import POOLING_MODES
 from llm_embed.prompts import PROMPTS, PromptTemplate, get_prompt, load_prompts, read_yaml_mapping
 
@@ -65,9 +66,10 @@ class ModelSource:
     """A model to evaluate, resolved from the command line but not loaded yet.
 
     Attributes:
-        kind: ``llm`` (packaged / local folder / hub id), ``run`` (a trained llm-embed run) or
+        kind: ``llm`` (packaged / local folder / hub id), ``run`` (a trained llm-embed run),
+            ``export`` (a folder written by ``python -m llm_embed.export``) or
             ``sentence-transformers``.
-        model: The backbone (``llm``/``run``) or sentence-transformers model, as recorded.
+        model: The backbone (``llm``/``run``), export folder or sentence-transformers model, as recorded.
         adapter: For ``run``: the folder holding ``encoder.json`` (+ ``adapter/``).
         role: ``model`` or ``baseline`` (baselines are drawn as lines in the chart).
     """
@@ -86,7 +88,9 @@ class ModelSource:
         return f"{self.model} + {(run.parent if run.name == 'model' else run).name}"
 
     def saved_config(self) -> dict[str, Any]:
-        """The run's ``encoder.json`` (empty for other kinds)."""
+        """The run's ``encoder.json`` or the export's ``llm_embed.json`` (empty for other kinds)."""
+        if self.kind == "export":
+            return read_export_config(self.model)
         if self.adapter is None:
             return {}
         return _read_encoder_json(Path(self.adapter))
@@ -223,6 +227,8 @@ def resolve_model(
 ) -> ModelSource:
     """Decide what ``--model`` (+ ``--adapter``, ``--kind``) names, without loading anything.
 
+    A folder written by ``python -m llm_embed.export`` is evaluated through llm-embed's own
+    encoder (its sentence-transformers face needs ``trust_remote_code``); otherwise
     ``st:<name>``, ``--kind sentence-transformers``, a packaged alias (``all-minilm-l6-v2``) or a
     folder with ``modules.json`` is a sentence-transformers model; a folder with
     ``encoder.json`` (or ``model/encoder.json``) is a trained run; anything else is a decoder
@@ -258,6 +264,8 @@ def resolve_model(
         raise UserError("no model given: pass --model (or --adapter with a run folder)")
     if model.startswith("st:"):
         return ModelSource("sentence-transformers", model[3:], None, role)
+    if kind == "auto" and is_export(model):
+        return ModelSource("export", model, None, role)
     if kind == "sentence-transformers" or (
         kind == "auto" and (model in ST_PACKAGED or is_st_folder(model))
     ):
@@ -382,6 +390,8 @@ def load_encoder(source: ModelSource, first: Cell) -> Any:
         encoder: Any = STEncoder(source.model, prompt=first.default.template)
     elif source.kind == "run":
         encoder = Encoder.load(source.adapter, pooling=first.pooling)
+    elif source.kind == "export":
+        encoder = load_exported(source.model, pooling=first.pooling)
     else:
         encoder = Encoder(source.model, pooling=first.pooling, prompt=first.default.template)
     log.info("loaded %s in %.1f s", source.label, time.monotonic() - start)
