@@ -8,8 +8,8 @@ that is also stored in the manifest beside the pairs.
 
 Examples::
 
-    python -m llm_embed.synth --config configs/synth.yaml          # the committed default pairs
-    python -m llm_embed.synth --config configs/default.yaml --data.num_source 200
+    python -m llm_embed.synth --config configs/default.yaml        # the committed default pairs
+    python -m llm_embed.synth --config configs/default.yaml --data.num_source 200 --data.cache_dir data/cache
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -303,3 +304,26 @@ def test_synth_cli_bad_input_is_one_line(tmp_path, capsys, config_text, message)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and "\n" not in err
     assert message in err
+
+
+def test_the_committed_pair_set_is_what_its_config_names(monkeypatch) -> None:
+    """The default config's data section finds data/pairs/ without generating, and its report adds up."""
+    import yaml
+
+    from llm_embed.data.datamodule import PairDataModule
+
+    root = Path(__file__).resolve().parents[1]
+    data = yaml.safe_load((root / "configs" / "default.yaml").read_text(encoding="utf-8"))["data"]
+    generator = LLMParaphrasePairs(**data.pop("generator")["init_args"])
+    monkeypatch.setattr(generator, "generate", lambda *a, **k: pytest.fail("generated again"))
+    dm = PairDataModule(**{**data, "cache_dir": str(root / data["cache_dir"])}, generator=generator)
+    dm.prepare_data()
+    dm.setup("fit")
+    manifest = json.loads(dm.cache_path.with_suffix(".manifest.json").read_text(encoding="utf-8"))
+    report = manifest["report"]
+    pairs = len(dm.train_pairs) + len(dm.val_pairs)
+    assert pairs == manifest["num_pairs"] == report["kept"] > 2000
+    assert report["sources"] == manifest["num_source"] == report["kept"] + report["dropped"]
+    assert report["generations"] == report["kept"] + sum(report["rejected"].values())
+    assert manifest["settings"]["model"] == "smollm2-135m-instruct"
+    assert all(p["anchor"] != p["positive"] for p in dm.train_pairs)

@@ -39,6 +39,7 @@ def tiny_args(tiny_model_dir: str, tmp_path: Path) -> list[str]:
     source.write_text("\n".join(f"sentence number {i} talks about topic {i % 7} at length" for i in range(80)))
     return [
         "--config", str(ROOT / "configs" / "default.yaml"),
+        "--config", str(ROOT / "configs" / "augment-pairs.yaml"),
         "--config", small_eval_config(tmp_path),
         "--model.encoder.init_args.backbone", tiny_model_dir,
         "--model.lora.init_args.r", "4",
@@ -121,6 +122,7 @@ def test_fit_on_the_packaged_model(tmp_path):
     """The real SmolLM2-135M-Instruct: a few LoRA steps, scored before and after on small task caps."""
     args = [
         "--config", str(ROOT / "configs" / "default.yaml"),
+        "--config", str(ROOT / "configs" / "augment-pairs.yaml"),
         "--config", small_eval_config(tmp_path, max_documents=300),
         "--data.num_source", "200", "--data.batch_size", "8", "--data.val_size", "8",
         "--data.cache_dir", str(tmp_path / "cache"),
