@@ -11,7 +11,6 @@ once, and which ops cost the CPU most.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 import warnings
@@ -28,7 +27,7 @@ from benchmarks.common import (
     sync,
     table,
 )
-from benchmarks.train_step import training_pairs
+from benchmarks.train_step import build_module, training_pairs
 
 PHASES = ("tokenize s", "forward + loss s", "backward s", "optimizer s")
 
@@ -50,13 +49,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     warnings.filterwarnings("ignore")
     device = args.device or default_device()
 
-    from llm_embed.encoder import Encoder
-    from llm_embed.module import EmbeddingModule, reference_lora
-
     with model_from_args(args) as (path, label):
-        torch.manual_seed(0)
-        lora = dataclasses.replace(reference_lora(), r=args.lora_r)
-        module = EmbeddingModule(Encoder(path, pooling="last"), lora=lora).to(device).train()
+        # GradCache stays off here, so its mini-batch size is unused
+        module = build_module(path, device=device, mini_batch=args.batch, lora_r=args.lora_r)
     optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=1e-4)
     pairs = training_pairs(args.batch * (args.steps + 5))
     autocast = (
