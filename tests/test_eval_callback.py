@@ -8,6 +8,7 @@ value must equal ``evaluate_clustering`` on an encoder with the same ``signal``.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import warnings
 import zlib
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from llm_embed.errors import UserError
 from llm_embed.eval import tasks as eval_tasks
-from llm_embed.eval.callback import MEAN_KEY, ClusteringEvalCallback, metric_key
+from llm_embed.eval.callback import MEAN_KEY, SCORES_FILE, ClusteringEvalCallback, metric_key
 from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.tasks import LocalClusteringTask, local_task_metadata
 
@@ -206,6 +207,9 @@ def test_callback_logs_baseline_and_validation_scores(
     assert [int(r["epoch"]) for r in mteb_rows[1:]] == [0, 1]
     baseline, last = callback.history[0]["mean_v_measure"], callback.history[-1]["mean_v_measure"]
     assert last > baseline  # the signal grew, so the clusters got cleaner
+    # the same history as plain JSON beside the logs, for scripts that do not read TensorBoard
+    saved = json.loads((Path(trainer.log_dir) / SCORES_FILE).read_text())
+    assert saved == {"tasks": list(TASKS), "history": callback.history}
 
     summaries = [
         r.getMessage() for r in caplog.records if r.getMessage().startswith("mteb clustering")
@@ -305,4 +309,8 @@ def test_missing_encoder_and_bad_arguments() -> None:
         ClusteringEvalCallback(every_n_epochs=0)
     with pytest.raises(ValueError, match="max_documents=1"):
         ClusteringEvalCallback(max_documents=1)
-    assert ClusteringEvalCallback().tasks == ["BBCNewsHeadlines", "WordNetNounGlosses"]
+    assert ClusteringEvalCallback().tasks == [
+        "BBCNewsHeadlines",
+        "BBCNewsArticles",
+        "WordNetNounGlosses",
+    ]

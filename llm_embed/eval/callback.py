@@ -13,9 +13,12 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -28,6 +31,7 @@ from llm_embed.eval.tasks import OFFLINE_SUITE, check_max_documents
 logger = logging.getLogger(__name__)
 
 MEAN_KEY = "mteb/mean_v_measure"
+SCORES_FILE = "mteb_scores.json"
 
 
 def metric_key(task_name: str) -> str:
@@ -126,6 +130,7 @@ class ClusteringEvalCallback(pl.Callback):
     def _record(
         self, trainer: pl.Trainer, stage: str, scores: dict[str, float], mean: float
     ) -> None:
+        """Append to ``history``; rank 0 also rewrites ``<log_dir>/mteb_scores.json`` with it."""
         self.history.append(
             {
                 "step": trainer.global_step,
@@ -135,6 +140,13 @@ class ClusteringEvalCallback(pl.Callback):
                 "mean_v_measure": mean,
             }
         )
+        if trainer.is_global_zero and trainer.log_dir is not None:
+            # Plain numbers a script can read without TensorBoard (the recipe study does).
+            path = Path(trainer.log_dir) / SCORES_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_text(json.dumps({"tasks": self.tasks, "history": self.history}, indent=1))
+            os.replace(tmp, path)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Baseline before any update; rank 0 logs straight to the loggers (self.log is not allowed here)."""
