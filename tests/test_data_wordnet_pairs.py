@@ -1,0 +1,74 @@
+"""WordNetPairs on a tiny WordNet written in wndb format (no system WordNet needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llm_embed.data import corpora, wordnet_pairs
+from llm_embed.data.wordnet_pairs import WordNetPairs
+
+# offset lex_filenum ss_type w_cnt word lex_id ... | gloss  (lex_filenum 29 = verb.body, 0 = adj.all)
+VERBS = [
+    '00000001 29 v 02 run 0 sprint 0 000 | move fast by using the feet; "she runs every day"; "run!"',
+    "00000002 29 v 01 sleep 0 000 | be asleep with eyes closed",
+]
+ADJS = ['00000001 00 a 01 red 0 000 | of the colour of blood; "a red car"']
+
+
+@pytest.fixture()
+def tiny_wordnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name, lines in {
+        "data.noun": [],
+        "data.verb": VERBS,
+        "data.adj": ADJS,
+        "data.adv": [],
+    }.items():
+        (tmp_path / name).write_text("  licence header\n" + "".join(f"{x}\n" for x in lines))
+    monkeypatch.setenv("LLM_EMBED_WORDNET", str(tmp_path))
+    corpora.read_wordnet.cache_clear()
+    wordnet_pairs._synset_of.cache_clear()
+    yield tmp_path
+    corpora.read_wordnet.cache_clear()
+    wordnet_pairs._synset_of.cache_clear()
+
+
+def test_definition_pairs_with_its_own_example_and_back(tiny_wordnet: Path) -> None:
+    texts = ["move fast by using the feet", "a red car", "be asleep with eyes closed", "other"]
+    gen = WordNetPairs()
+    pairs = gen.generate(texts, seed=0)
+    assert [(p["anchor"], p["positive"]) for p in pairs] == [
+        ("move fast by using the feet", pairs[0]["positive"]),
+        ("a red car", "of the colour of blood"),
+    ]
+    assert pairs[0]["positive"] in ("she runs every day", "run!")
+    # offsets repeat across files (verb and adjective both 00000001): keys keep them apart
+    assert {p["synset"] for p in pairs} == {"verb:00000001", "adj:00000001"}
+    assert gen.report["skipped"] == {"not_wordnet": 1, "same_synset": 0, "no_positive": 1}
+    assert gen.generate(texts, seed=0) == pairs  # deterministic
+
+
+def test_one_pair_per_synset_so_no_pair_is_its_twins_negative(tiny_wordnet: Path) -> None:
+    texts = ["she runs every day", "move fast by using the feet", "run!"]
+    gen = WordNetPairs()
+    pairs = gen.generate(texts, seed=3)
+    assert pairs == [
+        {
+            "anchor": "she runs every day",
+            "positive": "move fast by using the feet",
+            "synset": "verb:00000001",
+        }
+    ]
+    assert gen.report["skipped"]["same_synset"] == 2
+
+
+def test_lemma_positives_skip_one_word_synsets(tiny_wordnet: Path) -> None:
+    pairs = WordNetPairs("lemmas").generate(["run!", "a red car"], seed=0)
+    assert [(p["anchor"], p["positive"]) for p in pairs] == [("run!", "run, sprint")]
+
+
+def test_settings_change_the_cache_key_and_bad_kind_is_refused() -> None:
+    assert WordNetPairs().settings() != WordNetPairs("lemmas").settings()
+    with pytest.raises(ValueError, match="positive='gloss'"):
+        WordNetPairs("gloss")  # type: ignore[arg-type]
