@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +45,11 @@ def load_rows(path: Path) -> dict[str, dict[str, Any]]:
     return {r["name"]: r for r in rows}
 
 
-def fit_command(row: dict[str, Any], run_dir: Path, seed: int) -> list[str]:
+def fit_command(
+    row: dict[str, Any], run_dir: Path, seed: int, base_configs: Sequence[str] = BASE_CONFIGS
+) -> list[str]:
     """The ``fit`` call of one row and seed (its logger writes into ``run_dir``)."""
-    configs = [a for c in (*BASE_CONFIGS, *row.get("configs", [])) for a in ("--config", c)]
+    configs = [a for c in (*base_configs, *row.get("configs", [])) for a in ("--config", c)]
     return [
         sys.executable, "-m", "llm_embed.fit", *configs, *map(str, row["fit"]),
         "--seed_everything", str(seed),
@@ -80,10 +83,15 @@ def read_scores(row: dict[str, Any], run_dir: Path) -> dict[str, float] | None:
     return dict(history[-1]["scores"]) if history else None
 
 
-def run_row(name: str, row: dict[str, Any], seed: int, runs: Path) -> dict[str, Any]:
+def run_row(
+    name: str, row: dict[str, Any], seed: int, runs: Path, base_configs: Sequence[str]
+) -> dict[str, Any]:
     """Fit (or evaluate) one row with one seed unless finished; its record for results.json."""
     run_dir = runs / f"{name}-s{seed}"
-    cmd = evaluate_command(row, run_dir) if "evaluate" in row else fit_command(row, run_dir, seed)
+    if "evaluate" in row:
+        cmd = evaluate_command(row, run_dir)
+    else:
+        cmd = fit_command(row, run_dir, seed, base_configs)
     scores = read_scores(row, run_dir)
     minutes = None
     if scores is None:
@@ -198,7 +206,8 @@ def render(records: list[dict], rows: dict[str, dict], out: Path, base: str) -> 
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Run the chosen rows and seeds, write results.json/md/png; returns the records."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=Path, default=Path("configs/recipe/rows.yaml"))
     parser.add_argument("--only", default=None, help="comma-separated row names (default: all)")
@@ -207,7 +216,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results/recipe"))
     parser.add_argument("--base", default="base", help="the row the others are compared with")
     parser.add_argument("--render", action="store_true", help="only redraw from results.json")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--base-configs", default=",".join(BASE_CONFIGS), help="comma-separated fit configs"
+    )
+    args = parser.parse_args(argv)
+    base_configs = args.base_configs.split(",")
     rows = load_rows(args.rows)
     only = args.only.split(",") if args.only else list(rows)
     unknown = [n for n in only if n not in rows]
@@ -222,13 +235,14 @@ def main() -> None:
         print(f"machine: {gflops:.0f} GFLOP/s fp32 matmul on {os.cpu_count()} CPUs", flush=True)
         for name in only:
             for seed in seeds if "fit" in rows[name] else [0]:
-                record = run_row(name, rows[name], seed, args.runs)
+                record = run_row(name, rows[name], seed, args.runs, base_configs)
                 if record["minutes"] is not None:
                     record["gflops"] = round(gflops, 1)
                 records = merge(records, [record])
                 results.write_text(json.dumps(records, indent=1) + "\n")
     render(records, rows, args.out, args.base)
     print(f"wrote {args.out}/results.md")
+    return records
 
 
 if __name__ == "__main__":

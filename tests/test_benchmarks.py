@@ -6,6 +6,7 @@ in docs/performance.md with the commands that produced them.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -86,3 +87,74 @@ def test_profile_step_quick(capsys):
     assert all(v > 0 for v in result["phases"].values()) and result["cpu_s"] > 0
     assert len(result["top"]) == 5 and result["top"][0]["calls"] >= 1
     assert "self CPU" in capsys.readouterr().out
+
+
+def test_recipe_study_runs_rows_once_and_tabulates_them(tiny_model_dir, tmp_path, capsys):
+    from benchmarks import recipe_study
+
+    source = tmp_path / "source.txt"
+    source.write_text(
+        "\n".join(f"sentence {i} talks about topic {i % 5} at length" for i in range(40))
+    )
+    evals = tmp_path / "eval.yaml"
+    evals.write_text(
+        "trainer:\n  callbacks:\n"
+        "    - class_path: llm_embed.eval.callback.ClusteringEvalCallback\n"
+        "      init_args: {tasks: [BBCNewsHeadlines], max_documents: 60, baseline: false}\n"
+    )
+    tiny = [
+        "--model.encoder.init_args.backbone", tiny_model_dir, "--model.lora.init_args.r", "4",
+        "--data.source", str(source), "--data.num_source", "40", "--data.batch_size", "8",
+        "--data.val_size", "8", "--data.cache_dir", str(tmp_path / "cache"),
+        "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    rows = tmp_path / "rows.yaml"
+    rows.write_text(
+        json.dumps(
+            {
+                "rows": [
+                    {"name": "base", "change": "tiny base", "fit": tiny},
+                    {
+                        "name": "tau",
+                        "change": "tau 0.05",
+                        "fit": [*tiny, "--model.temperature", "0.05"],
+                    },
+                    {
+                        "name": "zero-shot",
+                        "change": "untrained",
+                        "evaluate": [
+                            "--model",
+                            tiny_model_dir,
+                            "--tasks",
+                            "BBCNewsHeadlines",
+                            "--max-documents",
+                            "60",
+                            "--no-progress",
+                        ],
+                    },
+                ]
+            }
+        )
+    )
+    configs = ",".join(str(ROOT / "configs" / c) for c in ("default.yaml", "augment-pairs.yaml"))
+    args = ["--rows", str(rows), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+            "--base-configs", f"{configs},{evals}"]  # fmt: skip
+    records = recipe_study.main([*args, "--only", "base", "--seeds", "0,1"])
+    assert sorted((r["row"], r["seed"]) for r in records) == [("base", 0), ("base", 1)]
+    assert all(set(r["scores"]) == {"BBCNewsHeadlines"} and r["minutes"] > 0 for r in records)
+    assert records[0]["scores"] != records[1]["scores"]  # another seed, another LoRA init
+    capsys.readouterr()
+    records = recipe_study.main([*args, "--only", "zero-shot,tau,base"])  # base seed 0 is read back
+    out = capsys.readouterr().out
+    assert "== tau seed 0" in out and "== base" not in out
+    assert sorted((r["row"], r["seed"]) for r in records) == [
+        ("base", 0), ("base", 1), ("tau", 0), ("zero-shot", 0)
+    ]  # fmt: skip
+    table = (tmp_path / "out" / "results.md").read_text()
+    base, tau = (
+        next(ln for ln in table.splitlines() if ln.startswith(f"| {n} |")) for n in ("base", "tau")
+    )
+    assert "±" in base and "| 2 |" in base  # two seeds: a spread
+    assert "±" not in tau and ("(+" in tau or "(-" in tau)  # one seed: the difference to base
+    assert (tmp_path / "out" / "results.png").stat().st_size > 0
