@@ -138,23 +138,3 @@ def test_fit_on_the_packaged_model(tmp_path):
     mean = scalars["mteb/mean_v_measure"]
     assert len(mean) == 2 and mean[0][0] == 0 < mean[1][0]
     assert mean[0][1] > 0.2  # the packaged model clusters far above chance (random-init models: < 0.1)
-
-
-def test_gemma_overlay_changes_only_the_backbone_and_run_name(capsys):
-    import yaml
-
-    from llm_embed.fit import cli_main
-
-    def resolved(*overlays: str) -> dict:
-        configs = [a for name in ("default.yaml", *overlays) for a in ("--config", str(ROOT / "configs" / name))]
-        with pytest.raises(SystemExit) as done:
-            cli_main([*configs, "--print_config"])
-        assert done.value.code in (0, None)
-        return yaml.safe_load(capsys.readouterr().out)
-
-    base, gemma = resolved(), resolved("gemma3-270m.yaml")
-    assert gemma["model"]["encoder"]["init_args"]["backbone"] == "gemma3-270m"
-    assert gemma["trainer"]["logger"]["init_args"]["name"] == "gemma3-270m"
-    gemma["model"]["encoder"]["init_args"]["backbone"] = base["model"]["encoder"]["init_args"]["backbone"]
-    gemma["trainer"]["logger"]["init_args"]["name"] = base["trainer"]["logger"]["init_args"]["name"]
-    assert gemma == base
