@@ -1,8 +1,7 @@
 """Bad input to ``python -m llm_embed.fit``: one ``error:`` line naming the problem and the fix, exit 2, nothing half-written.
 
-Each case runs the real CLI in a subprocess on the tiny model. The table in the README (issue 6)
-lists every bad input with the test that covers it; the pairs-file, encoder and module cases
-also have unit tests in ``test_data_pairs.py``, ``test_encoder.py`` and ``test_module.py``.
+Each case runs the real CLI in a subprocess on the tiny model. The pairs-file, encoder and module
+cases also have unit tests in ``test_data_pairs.py``, ``test_encoder.py`` and ``test_module.py``.
 """
 
 from __future__ import annotations

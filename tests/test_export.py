@@ -1,6 +1,6 @@
 """Export: the sentence-transformers round trip, the plain Hugging Face folder, and one-line errors.
 
-The round trip is the issue's acceptance test: ``SentenceTransformer(export).encode(texts)`` must
+The round trip is what an export promises: ``SentenceTransformer(export).encode(texts)`` must
 give llm-embed's own embeddings (cosine > 0.9999; in practice they are identical), for a trained
 run (adapter merged) and for a base model, with templates that wrap the text and poolings that
 sentence-transformers' stock modules cannot express.

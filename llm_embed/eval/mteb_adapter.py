@@ -1,6 +1,6 @@
 """Wrap an llm-embed encoder as an ``mteb.models.AbsEncoder``, so ``mteb.evaluate`` accepts it.
 
-The encoder is duck-typed (this module does not import ``llm_embed.models``):
+The encoder is duck-typed (anything with these two members, not only ``llm_embed.encoder.Encoder``):
 
 - ``encoder.name: str``
 - ``encoder.encode(texts: list[str], *, batch_size: int = 32, prompt: str | None = None)``
