@@ -19,7 +19,10 @@ GPU_RECIPE = "qwen3-0.6b.yaml"
 OVERLAYS: dict[str, tuple[str, dict[str, Any]]] = {
     "gemma3-270m.yaml": (
         "default.yaml",
-        {"model.encoder.init_args.backbone": "gemma3-270m", "trainer.logger.init_args.name": "gemma3-270m"},
+        {
+            "model.encoder.init_args.backbone": "gemma3-270m",
+            "trainer.logger.init_args.name": "gemma3-270m",
+        },
     ),
     "llama-3.2-1b.yaml": (
         GPU_RECIPE,
@@ -97,7 +100,10 @@ def leaves(config: Any, prefix: str = "") -> dict[str, Any]:
 
 def test_overlays_cover_every_config():
     assert {p.name for p in CONFIGS.glob("*.yaml")} == {
-        *OVERLAYS, "default.yaml", GPU_RECIPE, "augment-pairs.yaml"
+        *OVERLAYS,
+        "default.yaml",
+        GPU_RECIPE,
+        "augment-pairs.yaml",
     }
 
 
@@ -155,9 +161,19 @@ def test_gpu_recipe_is_the_papers(resolve):
     assert (lora["r"], lora["lora_alpha"], lora["lora_dropout"]) == (64, 16, 0.05)
     assert set(lora["target_modules"]) == set(paper.target_modules)
     encoder = recipe["model"]["encoder"]["init_args"]
-    assert (encoder["pooling"], encoder["prompt"], encoder["max_text_tokens"]) == ("last", "clustering", 100)
-    assert (recipe["model"]["temperature"], recipe["model"]["lr"], recipe["model"]["warmup_steps"]) == (0.2, 5e-5, 100)
+    assert (encoder["pooling"], encoder["prompt"], encoder["max_text_tokens"]) == (
+        "last",
+        "clustering",
+        100,
+    )
+    assert (
+        recipe["model"]["temperature"],
+        recipe["model"]["lr"],
+        recipe["model"]["warmup_steps"],
+    ) == (0.2, 5e-5, 100)
     assert recipe["data"]["batch_size"] * recipe["trainer"]["accumulate_grad_batches"] == 120
-    assert recipe["trainer"]["precision"] == "bf16-mixed" and recipe["model"]["gather_across_devices"]
+    assert (
+        recipe["trainer"]["precision"] == "bf16-mixed" and recipe["model"]["gather_across_devices"]
+    )
     for overlay in OVERLAYS:
         assert "lora" not in (yaml.safe_load((CONFIGS / overlay).read_text()).get("model") or {})

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -142,7 +140,7 @@ sys.exit(run_cli(lambda: cli_main(sys.argv[1:])))
 """
 
 
-def test_a_killed_run_continues_from_its_chunks(run_dir, reference, tmp_path):
+def test_a_killed_run_continues_from_its_chunks(run_dir, reference, tmp_path, run_python):
     texts = write_txt(tmp_path / "texts.txt", TEXTS)
     args = [
         "--model",
@@ -155,28 +153,12 @@ def test_a_killed_run_continues_from_its_chunks(run_dir, reference, tmp_path):
         "8",
         "--no-progress",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "KILL_AFTER_CHUNKS": "3"}
-    proc = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_CHUNKS, *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_python("-c", KILL_AFTER_CHUNKS, *args, cwd=tmp_path, env={"KILL_AFTER_CHUNKS": "3"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert not (tmp_path / "e.npy").exists()
     assert len(list((tmp_path / "e.npy.parts").glob("chunk-*.npz"))) == 3
 
-    env.pop("KILL_AFTER_CHUNKS")
-    proc = subprocess.run(
-        [sys.executable, "-m", "llm_embed.encode", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_python("-m", "llm_embed.encode", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "reused 3 of 5 chunks" in proc.stderr
     np.testing.assert_allclose(np.load(tmp_path / "e.npy"), reference, rtol=1e-5, atol=1e-6)

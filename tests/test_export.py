@@ -9,9 +9,6 @@ sentence-transformers' stock modules cannot express.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -241,15 +238,9 @@ def test_bad_arguments_are_one_line_errors(run_dir, tmp_path, capsys, args, matc
     assert not (tmp_path / "out").exists()
 
 
-def test_export_cli_end_to_end(run_dir, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "llm_embed.export", "--model", str(run_dir), "--out", "exported"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+def test_export_cli_end_to_end(run_dir, tmp_path, run_python):
+    proc = run_python(
+        "-m", "llm_embed.export", "--model", str(run_dir), "--out", "exported", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "exported" in proc.stderr and (tmp_path / "exported" / "modules.json").is_file()
