@@ -257,12 +257,9 @@ def test_local_task_overrides_mteb_sampling_defaults(tiny_task: type[TinyTopics]
 
 
 def test_adapter_meta_and_validation(tiny_encoder: FakeEncoder) -> None:
-    model = MTEBEncoder(
-        tiny_encoder, task_prompts={"TinyTopics": "clustering"}, revision="step-100"
-    )
+    model = MTEBEncoder(tiny_encoder, task_prompts={"TinyTopics": "clustering"})
     meta = model.mteb_model_meta
     assert meta.name == "llm-embed/tests/fake-encoder"
-    assert meta.revision == "step-100"
     assert meta.similarity_fn_name.value == "cosine"
     assert model.prompt_for("TinyTopics") == "clustering" and model.prompt_for("Other") is None
     with pytest.raises(ValueError, match="task_prompts"):
