@@ -82,6 +82,38 @@ def tiny_model_dir(tmp_path_factory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
 
 
+@pytest.fixture(scope="session")
+def lora_run(tiny_model_dir) -> Callable[..., Path]:
+    """``lora_run(folder, pooling=..., target_modules=[...], seed=...)``: a trained run's layout.
+
+    ``folder/model`` holds the tiny model's encoder.json and a LoRA adapter (r=4, alpha=8) with
+    random non-zero B matrices, so loading and merging it changes the embeddings.
+    """
+
+    def make(
+        folder: Path, *, pooling: str, target_modules: list[str], seed: int, prompt: str = "prompteol"
+    ) -> Path:
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        from llm_embed.encoder import Encoder
+
+        encoder = Encoder(tiny_model_dir, pooling=pooling, prompt=prompt)
+        lora = LoraConfig(
+            r=4, lora_alpha=8, target_modules=target_modules, task_type="FEATURE_EXTRACTION"
+        )
+        encoder.backbone = get_peft_model(encoder.backbone, lora)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for name, p in encoder.backbone.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.3)
+        encoder.save(folder / "model")
+        return folder
+
+    return make
+
+
 RunPython = Callable[..., subprocess.CompletedProcess]
 
 

@@ -9,11 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from llm_embed.cli import run_cli
 from llm_embed.encode import cli_main
-from llm_embed.encoder import Encoder
 from llm_embed.exporting import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,23 +21,10 @@ TEXTS[9] = "café, naïve, 東京 {text}"
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
+def run_dir(lora_run, tmp_path_factory) -> Path:
     """A trained run's model/ folder with a non-zero LoRA adapter."""
-    from peft import LoraConfig, get_peft_model
-
     run = tmp_path_factory.mktemp("run")
-    encoder = Encoder(tiny_model_dir, pooling="mean", prompt="prompteol")
-    lora = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="FEATURE_EXTRACTION"
-    )
-    encoder.backbone = get_peft_model(encoder.backbone, lora)
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for name, p in encoder.backbone.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.3)
-    encoder.save(run / "model")
-    return run
+    return lora_run(run, pooling="mean", target_modules=["q_proj", "v_proj"], seed=2)
 
 
 @pytest.fixture(scope="module")

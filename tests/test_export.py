@@ -38,25 +38,12 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
+def run_dir(lora_run, tmp_path_factory) -> Path:
     """A trained run's layout (model/encoder.json + adapter/) with a non-zero LoRA, so merging matters."""
-    from peft import LoraConfig, get_peft_model
-
     run = tmp_path_factory.mktemp("run")
-    encoder = Encoder(tiny_model_dir, pooling="prompt_masked_mean", prompt="prompteol")
-    lora = LoraConfig(
-        r=4,
-        lora_alpha=8,
-        target_modules=["q_proj", "v_proj", "o_proj"],
-        task_type="FEATURE_EXTRACTION",
+    lora_run(
+        run, pooling="prompt_masked_mean", target_modules=["q_proj", "v_proj", "o_proj"], seed=1
     )
-    encoder.backbone = get_peft_model(encoder.backbone, lora)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in encoder.backbone.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.3)
-    encoder.save(run / "model")
     (run / "checkpoints").mkdir()
     return run
 
