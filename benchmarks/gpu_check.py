@@ -3,7 +3,7 @@
 The model is randomly initialised with Qwen/Qwen3-0.6B's configuration (no network, no weights
 needed), so the numbers measure speed, not quality. It prints tokens/s and model FLOP
 utilisation (MFU: model FLOPs per second over this GPU's bf16 matmul peak, measured in the same
-run). Run through ``benchmarks/gpu_check.sh`` (8-minute limit on one H100); ``--tiny`` runs the
+run). Run through ``benchmarks/gpu_check.sh`` (8-minute limit on one GPU); ``--tiny`` runs the
 same code on a tiny model on the CPU, which is what the tests do.
 
 Training FLOPs per step count the forward pass and the backward pass to the activations,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# GPU check (issue 5): a randomly initialised model of Qwen3-0.6B's shape in bf16, a few training
+# GPU check: a randomly initialised model of Qwen3-0.6B's shape in bf16, a few training
 # steps with GradCache and the encode benchmark against sentence-transformers, printing tokens/s
-# and model FLOP utilisation. Needs no network; ends within 8 minutes on one H100 or fails.
+# and model FLOP utilisation. Needs no network; ends within 8 minutes ($GPU_CHECK_TIMEOUT) or fails.
 #   benchmarks/gpu_check.sh            # on a machine with a CUDA GPU
 #   benchmarks/gpu_check.sh --tiny     # a tiny model on the CPU (tests/test_benchmarks.py runs this)
 # Python: $PYTHON, else .venv/bin/python, else python3 (needs torch, transformers, peft, lightning,

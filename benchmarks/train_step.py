@@ -73,7 +73,7 @@ def run(
 
     ``max_plain_batch``: batches above it run with GradCache only. On a CPU an out-of-memory
     process is killed by the kernel rather than raising, so a batch that cannot fit without
-    GradCache (SmolLM2 at 256 pairs needs more than 24 GiB) has to be left out up front.
+    GradCache (see ``docs/performance.md`` for SmolLM2 on a 24 GiB machine) has to be left out up front.
     """
     from llm_embed.backbone import resolve
 

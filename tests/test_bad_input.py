@@ -1,16 +1,13 @@
 """Bad input to ``python -m llm_embed.fit``: one ``error:`` line naming the problem and the fix, exit 2, nothing half-written.
 
-Each case runs the real CLI in a subprocess on the tiny model. The table in the README (issue 6)
-lists every bad input with the test that covers it; the pairs-file, encoder and module cases
-also have unit tests in ``test_data_pairs.py``, ``test_encoder.py`` and ``test_module.py``.
+Each case runs the real CLI in a subprocess on the tiny model. The pairs-file, encoder and module
+cases also have unit tests in ``test_data_pairs.py``, ``test_encoder.py`` and ``test_module.py``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,18 +21,6 @@ GOOD = [
     {"anchor": f"text {i} about topic {i % 5}", "positive": f"topic {i % 5}: text {i}"}
     for i in range(24)
 ]
-
-
-def run_fit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "llm_embed.fit", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *matches: str) -> str:
@@ -110,39 +95,48 @@ def tiny_args(tiny_model_dir: str, tmp_path: Path, pairs: Path, *extra: str) -> 
     ],
     ids=["unclosed-bracket", "tab-indent", "latin-1"],
 )
-def test_malformed_config_file(tmp_path, content, matches):
+def test_malformed_config_file(tmp_path, content, matches, run_python):
     (tmp_path / "bad.yaml").write_bytes(content)
-    proc = run_fit("--config", DEFAULT, "--config", "bad.yaml", cwd=tmp_path)
+    proc = run_python(
+        "-m", "llm_embed.fit", "--config", DEFAULT, "--config", "bad.yaml", cwd=tmp_path
+    )
     assert_one_line_error(proc, *matches)
     assert list(tmp_path.iterdir()) == [tmp_path / "bad.yaml"]
 
 
-def test_wrongly_typed_config_value(tmp_path):
+def test_wrongly_typed_config_value(tmp_path, run_python):
     (tmp_path / "typed.yaml").write_text("trainer:\n  max_steps: ten\n")
-    proc = run_fit("--config", DEFAULT, "--config", "typed.yaml", cwd=tmp_path)
+    proc = run_python(
+        "-m", "llm_embed.fit", "--config", DEFAULT, "--config", "typed.yaml", cwd=tmp_path
+    )
     assert_one_line_error(proc, "trainer.max_steps", "ten", "see --help")
 
 
-def test_out_of_range_config_value(tiny_model_dir, tmp_path):
+def test_out_of_range_config_value(tiny_model_dir, tmp_path, run_python):
     pairs = write_pairs(tmp_path / "pairs.jsonl", good_lines())
-    proc = run_fit(
-        *tiny_args(tiny_model_dir, tmp_path, pairs, "--data.on_bad_line", "sometimes"), cwd=tmp_path
+    proc = run_python(
+        "-m",
+        "llm_embed.fit",
+        *tiny_args(tiny_model_dir, tmp_path, pairs, "--data.on_bad_line", "sometimes"),
+        cwd=tmp_path,
     )
     assert_one_line_error(proc, "bad config value", "on_bad_line='sometimes'", "'skip'")
     assert not (tmp_path / "ckpt").exists()
 
 
 # -- the pairs file --------------------------------------------------------------------------------
-def test_malformed_pairs_line_stops_and_leaves_no_run_folder(tiny_model_dir, tmp_path):
+def test_malformed_pairs_line_stops_and_leaves_no_run_folder(tiny_model_dir, tmp_path, run_python):
     lines = good_lines()
     pairs = write_pairs(tmp_path / "pairs.jsonl", lines[:5] + [b'{"anchor": "x"'] + lines[5:])
-    proc = run_fit(*tiny_args(tiny_model_dir, tmp_path, pairs), cwd=tmp_path)
+    proc = run_python(
+        "-m", "llm_embed.fit", *tiny_args(tiny_model_dir, tmp_path, pairs), cwd=tmp_path
+    )
     assert_one_line_error(proc, "pairs.jsonl:6: bad JSON", "on_bad_line=skip")
     assert not (tmp_path / "ckpt").exists()  # the logger's folder is removed again
 
 
 def test_skipped_lines_and_long_texts_are_counted_and_a_foreign_checkpoint_is_refused(
-    tiny_model_dir, tmp_path
+    tiny_model_dir, tmp_path, run_python
 ):
     lines = good_lines()
     long = json.dumps({"anchor": "word " * 400 + "end", "positive": "a very long text"}).encode()
@@ -152,8 +146,11 @@ def test_skipped_lines_and_long_texts_are_counted_and_a_foreign_checkpoint_is_re
         b'{"anchor": " ", "positive": "x"}',
     ]
     pairs = write_pairs(tmp_path / "pairs.jsonl", lines[:3] + bad + [long] * 8 + lines[3:])
-    proc = run_fit(
-        *tiny_args(tiny_model_dir, tmp_path, pairs, "--data.on_bad_line", "skip"), cwd=tmp_path
+    proc = run_python(
+        "-m",
+        "llm_embed.fit",
+        *tiny_args(tiny_model_dir, tmp_path, pairs, "--data.on_bad_line", "skip"),
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipped 3 malformed line(s)" in proc.stderr and "line 4: bad JSON" in proc.stderr
@@ -166,18 +163,20 @@ def test_skipped_lines_and_long_texts_are_counted_and_a_foreign_checkpoint_is_re
         tiny_model_dir, tmp_path, pairs, "--data.on_bad_line", "skip", "--ckpt_path", str(last)
     )
     other[other.index("--model.lora.init_args.r") + 1] = "8"
-    proc = run_fit(*other, cwd=tmp_path)
+    proc = run_python("-m", "llm_embed.fit", *other, cwd=tmp_path)
     assert_one_line_error(proc, "does not fit this model", "config.yaml")
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", ["missing", "corrupt"])
-def test_missing_or_corrupt_checkpoint(tmp_path, kind):
+def test_missing_or_corrupt_checkpoint(tmp_path, kind, run_python):
     ckpt = tmp_path / "last.ckpt"
     if kind == "corrupt":
         torch.save({"state_dict": {"w": torch.zeros(1000)}, "loops": {}}, ckpt)
         ckpt.write_bytes(ckpt.read_bytes()[:-300])  # a torn write by a writer that was not atomic
-    proc = run_fit("--config", DEFAULT, "--ckpt_path", str(ckpt), cwd=tmp_path)
+    proc = run_python(
+        "-m", "llm_embed.fit", "--config", DEFAULT, "--ckpt_path", str(ckpt), cwd=tmp_path
+    )
     match = "not found" if kind == "missing" else "cannot be loaded"
     assert_one_line_error(proc, f"checkpoint {ckpt} {match}")
     assert sorted(p.name for p in tmp_path.iterdir()) == (
@@ -186,7 +185,7 @@ def test_missing_or_corrupt_checkpoint(tmp_path, kind):
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
-    tiny_model_dir, tmp_path
+    tiny_model_dir, tmp_path, run_python
 ):
     pairs = write_pairs(tmp_path / "pairs.jsonl", good_lines())
     # lr 1e30: the first update is finite but enormous; the second forward pass overflows to NaN
@@ -201,7 +200,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         "--trainer.max_steps",
         "4",
     )
-    proc = run_fit(*args, cwd=tmp_path)
+    proc = run_python("-m", "llm_embed.fit", *args, cwd=tmp_path)
     assert_one_line_error(proc, "loss became nan at step 1", "lower model.lr")
     run = tmp_path / "ckpt" / "default"
     checkpoint = read_checkpoint(run / "checkpoints" / "last.ckpt")

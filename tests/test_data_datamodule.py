@@ -6,17 +6,15 @@ import json
 import random
 from pathlib import Path
 
+import jsonargparse
+import lightning as L
 import pytest
+import torch
 
-pytest.importorskip("lightning")
-
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-
-from llm_embed.data.datamodule import PairDataModule, split_pairs  # noqa: E402
-from llm_embed.data.generators import AugmentPairs  # noqa: E402
-from llm_embed.data.pairs import read_manifest, read_pairs, write_pairs  # noqa: E402
-from llm_embed.errors import UserError  # noqa: E402
+from llm_embed.data.datamodule import PairDataModule, split_pairs
+from llm_embed.data.generators import AugmentPairs
+from llm_embed.data.pairs import read_manifest, read_pairs, write_pairs
+from llm_embed.errors import UserError
 
 N_TEXTS = 120
 
@@ -243,7 +241,6 @@ def test_trainer_fit_accepts_the_datamodule(source: str, tmp_path: Path, val_siz
 
 
 def test_generator_is_injectable_from_cli_flags(source: str, tmp_path: Path) -> None:
-    jsonargparse = pytest.importorskip("jsonargparse")
     parser = jsonargparse.ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(PairDataModule, "data")
     cfg = parser.parse_args(

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from llm_embed.cli import run_cli
 from llm_embed.encode import cli_main
-from llm_embed.encoder import Encoder
 from llm_embed.exporting import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,23 +21,10 @@ TEXTS[9] = "café, naïve, 東京 {text}"
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
+def run_dir(lora_run, tmp_path_factory) -> Path:
     """A trained run's model/ folder with a non-zero LoRA adapter."""
-    from peft import LoraConfig, get_peft_model
-
     run = tmp_path_factory.mktemp("run")
-    encoder = Encoder(tiny_model_dir, pooling="mean", prompt="prompteol")
-    lora = LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="FEATURE_EXTRACTION"
-    )
-    encoder.backbone = get_peft_model(encoder.backbone, lora)
-    torch.manual_seed(2)
-    with torch.no_grad():
-        for name, p in encoder.backbone.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.3)
-    encoder.save(run / "model")
-    return run
+    return lora_run(run, pooling="mean", target_modules=["q_proj", "v_proj"], seed=2)
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +125,7 @@ sys.exit(run_cli(lambda: cli_main(sys.argv[1:])))
 """
 
 
-def test_a_killed_run_continues_from_its_chunks(run_dir, reference, tmp_path):
+def test_a_killed_run_continues_from_its_chunks(run_dir, reference, tmp_path, run_python):
     texts = write_txt(tmp_path / "texts.txt", TEXTS)
     args = [
         "--model",
@@ -155,28 +138,12 @@ def test_a_killed_run_continues_from_its_chunks(run_dir, reference, tmp_path):
         "8",
         "--no-progress",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "KILL_AFTER_CHUNKS": "3"}
-    proc = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_CHUNKS, *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_python("-c", KILL_AFTER_CHUNKS, *args, cwd=tmp_path, env={"KILL_AFTER_CHUNKS": "3"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert not (tmp_path / "e.npy").exists()
     assert len(list((tmp_path / "e.npy.parts").glob("chunk-*.npz"))) == 3
 
-    env.pop("KILL_AFTER_CHUNKS")
-    proc = subprocess.run(
-        [sys.executable, "-m", "llm_embed.encode", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_python("-m", "llm_embed.encode", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "reused 3 of 5 chunks" in proc.stderr
     np.testing.assert_allclose(np.load(tmp_path / "e.npy"), reference, rtol=1e-5, atol=1e-6)

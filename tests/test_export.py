@@ -1,6 +1,6 @@
 """Export: the sentence-transformers round trip, the plain Hugging Face folder, and one-line errors.
 
-The round trip is the issue's acceptance test: ``SentenceTransformer(export).encode(texts)`` must
+The round trip is what an export promises: ``SentenceTransformer(export).encode(texts)`` must
 give llm-embed's own embeddings (cosine > 0.9999; in practice they are identical), for a trained
 run (adapter merged) and for a base model, with templates that wrap the text and poolings that
 sentence-transformers' stock modules cannot express.
@@ -9,9 +9,6 @@ sentence-transformers' stock modules cannot express.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -41,25 +38,12 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
+def run_dir(lora_run, tmp_path_factory) -> Path:
     """A trained run's layout (model/encoder.json + adapter/) with a non-zero LoRA, so merging matters."""
-    from peft import LoraConfig, get_peft_model
-
     run = tmp_path_factory.mktemp("run")
-    encoder = Encoder(tiny_model_dir, pooling="prompt_masked_mean", prompt="prompteol")
-    lora = LoraConfig(
-        r=4,
-        lora_alpha=8,
-        target_modules=["q_proj", "v_proj", "o_proj"],
-        task_type="FEATURE_EXTRACTION",
+    lora_run(
+        run, pooling="prompt_masked_mean", target_modules=["q_proj", "v_proj", "o_proj"], seed=1
     )
-    encoder.backbone = get_peft_model(encoder.backbone, lora)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, p in encoder.backbone.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.3)
-    encoder.save(run / "model")
     (run / "checkpoints").mkdir()
     return run
 
@@ -241,15 +225,9 @@ def test_bad_arguments_are_one_line_errors(run_dir, tmp_path, capsys, args, matc
     assert not (tmp_path / "out").exists()
 
 
-def test_export_cli_end_to_end(run_dir, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "llm_embed.export", "--model", str(run_dir), "--out", "exported"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+def test_export_cli_end_to_end(run_dir, tmp_path, run_python):
+    proc = run_python(
+        "-m", "llm_embed.export", "--model", str(run_dir), "--out", "exported", cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "exported" in proc.stderr and (tmp_path / "exported" / "modules.json").is_file()

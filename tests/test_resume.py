@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -65,11 +63,10 @@ AtomicCheckpointIO().save_checkpoint({"state_dict": {}, "loops": {}}, sys.argv[1
 """
 
 
-def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path):
+def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path, run_python):
     path = tmp_path / "checkpoints" / "last.ckpt"
     AtomicCheckpointIO().save_checkpoint(_fake_checkpoint(1.0), path)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(path)], env=env, timeout=120)
+    proc = run_python("-c", KILL_MID_WRITE, str(path), timeout=120)
     assert proc.returncode == -signal.SIGKILL
     assert torch.equal(read_checkpoint(path)["state_dict"]["w"], torch.full((4,), 1.0))
     assert len(list(path.parent.glob(".last.ckpt.*.tmp"))) == 1  # the torn temp file, beside it
@@ -239,25 +236,6 @@ def _write_config(tmp_path: Path, tiny_model_dir: str, save_dir: Path) -> Path:
     return path
 
 
-def _fit(tmp_path: Path, *args: str, kill_at: int | None = None) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-    }
-    env.pop(KILL_ENV, None)
-    if kill_at is not None:
-        env[KILL_ENV] = str(kill_at)
-    return subprocess.run(
-        [sys.executable, "-m", "llm_embed.fit", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def _final_scalars(run_dir: Path) -> dict[str, tuple[int, float]]:
     """Each tag's value at its last step (the latest write wins when a step was logged twice)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -273,7 +251,7 @@ def _final_scalars(run_dir: Path) -> dict[str, tuple[int, float]]:
     return out
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, run_python):
     from safetensors.torch import load_file
 
     pairs = [
@@ -291,20 +269,29 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_p
     assert isinstance(loader.sampler, EpochShuffleSampler), hint
 
     straight = tmp_path / "straight"
-    proc = _fit(tmp_path, "--config", str(_write_config(tmp_path, tiny_model_dir, straight)))
+    fit = ("-m", "llm_embed.fit")
+    proc = run_python(
+        *fit, "--config", str(_write_config(tmp_path, tiny_model_dir, straight)), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     killed = tmp_path / "killed"
-    proc = _fit(
-        tmp_path, "--config", str(_write_config(tmp_path, tiny_model_dir, killed)), kill_at=5
-    )
+    config = _write_config(tmp_path, tiny_model_dir, killed)
+    proc = run_python(*fit, "--config", str(config), cwd=tmp_path, env={KILL_ENV: "5"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     last = killed / "run" / "checkpoints" / "last.ckpt"
     assert read_checkpoint(last)["global_step"] == 4  # mid-epoch: 4 of 7 batches done
     assert not (killed / "run" / "model").exists()
 
     # The README's resume command: the run's saved config plus --ckpt_path.
-    proc = _fit(tmp_path, "--config", str(killed / "run" / "config.yaml"), "--ckpt_path", str(last))
+    proc = run_python(
+        *fit,
+        "--config",
+        str(killed / "run" / "config.yaml"),
+        "--ckpt_path",
+        str(last),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Lightning's warning for loaders that restart the epoch
     assert "not resumable" not in proc.stderr

@@ -1,6 +1,6 @@
 """Wrap an llm-embed encoder as an ``mteb.models.AbsEncoder``, so ``mteb.evaluate`` accepts it.
 
-The encoder is duck-typed (this module does not import ``llm_embed.models``):
+The encoder is duck-typed (anything with these two members, not only ``llm_embed.encoder.Encoder``):
 
 - ``encoder.name: str``
 - ``encoder.encode(texts: list[str], *, batch_size: int = 32, prompt: str | None = None)``
@@ -45,8 +45,6 @@ class MTEBEncoder(AbsEncoder):
         encoder: Object with ``name`` and ``encode(texts, *, batch_size, prompt)`` (see module doc).
         task_prompts: Task name -> prompt (template name or template with ``{text}``) that
             overrides the encoder's default prompt for that task. Tasks not listed use the default.
-        revision: Recorded in the result metadata (e.g. a checkpoint step); mteb requires a string.
-        embed_dim: Embedding size, if known (metadata only).
 
     Example:
         >>> model = MTEBEncoder(encoder, task_prompts={"BBCNewsHeadlines": "clustering"})
@@ -58,8 +56,6 @@ class MTEBEncoder(AbsEncoder):
         encoder: Any,  # duck-typed encoder, see module doc
         *,
         task_prompts: Mapping[str, str] | None = None,
-        revision: str | None = None,
-        embed_dim: int | None = None,
     ) -> None:
         if not callable(getattr(encoder, "encode", None)):
             raise ValueError(
@@ -81,13 +77,13 @@ class MTEBEncoder(AbsEncoder):
         self.mteb_model_meta = ModelMeta(
             loader=None,  # the model is already built; mteb never loads it
             name=f"llm-embed/{name}",
-            revision=revision or "no_revision_available",
+            revision="no_revision_available",  # mteb requires a string
             release_date=None,
             languages=None,
             n_parameters=_n_parameters(encoder),
             memory_usage_mb=None,
             max_tokens=None,
-            embed_dim=embed_dim,
+            embed_dim=None,
             license=None,
             open_weights=None,
             public_training_code=None,
