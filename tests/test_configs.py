@@ -104,6 +104,7 @@ def test_overlays_cover_every_config():
         "default.yaml",
         GPU_RECIPE,
         "augment-pairs.yaml",
+        "wordnet-pairs.yaml",
     }
 
 
