@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from llm_embed.errors import UserError
+from llm_embed.errors import UserError, first_line
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -28,11 +28,6 @@ def doc_parser(prog: str, doc: str) -> ArgumentParser:
         epilog="\n\n".join(paragraphs[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-
-def _one_line(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
-    return " ".join(lines[:2])[:500] if lines else type(err).__name__
 
 
 def config_paths(argv: Sequence[str]) -> list[str]:
@@ -71,7 +66,7 @@ def check_config_file(path: str | Path) -> None:
             f"config {path} is not valid YAML: {err.problem or err.context}{where}: fix the syntax there"
         ) from None
     except yaml.YAMLError as err:
-        raise UserError(f"config {path} is not valid YAML: {_one_line(err)}") from None
+        raise UserError(f"config {path} is not valid YAML: {first_line(err, 500, lines=2)}") from None
 
 
 def check_config_files(argv: Sequence[str]) -> None:
@@ -100,14 +95,14 @@ def run_cli(main: Callable[[], object]) -> int:
     try:
         main()
     except UserError as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {first_line(err, 500, lines=2)}", file=sys.stderr)
         return 2
     except Exception as err:  # jsonargparse's parse errors: show one line, not a usage dump
         if (
             type(err).__name__ in ("ArgumentError", "NSKeyError")
             or "jsonargparse" in type(err).__module__
         ):
-            print(f"error: bad config or argument: {_one_line(err)} (see --help)", file=sys.stderr)
+            print(f"error: bad config or argument: {first_line(err, 500, lines=2)} (see --help)", file=sys.stderr)
             return 2
         raise
     return 0

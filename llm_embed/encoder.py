@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llm_embed._fs import atomic_write_text
 from llm_embed.backbone import load_backbone, load_tokenizer
 from llm_embed.errors import UserError
 from llm_embed.pooling import Pooling, from_config
@@ -256,8 +257,12 @@ class Encoder(nn.Module):
         batch_size: int = 32,
         prompt: str | PromptTemplate | None = None,
         show_progress: bool = False,
+        on_batch: Callable[[int], object] | None = None,
     ) -> torch.Tensor:
-        """Embed texts for inference: length-sorted batches, eval mode, result in input order. (N, D) on CPU."""
+        """Embed texts for inference: length-sorted batches, eval mode, result in input order. (N, D) on CPU.
+
+        ``on_batch(n)`` is called as each batch's ``n`` vectors arrive (a caller's progress bar).
+        """
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not a single string")
         from tqdm.auto import tqdm
@@ -267,6 +272,12 @@ class Encoder(nn.Module):
         was_training = self.training
         self.eval()
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+        def collect(idx: list[int], emb: torch.Tensor) -> None:
+            out[idx] = emb.float().cpu()
+            if on_batch is not None:
+                on_batch(len(idx))
+
         try:
             with torch.inference_mode():
                 pending = None  # the batch whose forward pass is in flight, and its result
@@ -275,10 +286,10 @@ class Encoder(nn.Module):
                     # is only waited for (by the copy to the CPU) afterwards.
                     tokens = self.tokenize([texts[i] for i in idx], prompt=prompt)
                     if pending is not None:
-                        out[pending[0]] = pending[1].float().cpu()
+                        collect(*pending)
                     pending = (idx, self(tokens))
                 if pending is not None:
-                    out[pending[0]] = pending[1].float().cpu()
+                    collect(*pending)
         finally:
             self.train(was_training)
         return out
@@ -309,9 +320,7 @@ class Encoder(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         if hasattr(self.backbone, "peft_config"):
             self.backbone.save_pretrained(path / ADAPTER_DIR, safe_serialization=True)
-        tmp = path / f".{CONFIG_NAME}.tmp"
-        tmp.write_text(json.dumps(self.config_dict, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path / CONFIG_NAME)
+        atomic_write_text(path / CONFIG_NAME, json.dumps(self.config_dict, indent=2) + "\n")
         return path
 
     @classmethod

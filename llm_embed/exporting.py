@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llm_embed._fs import atomic_write_dir
 from llm_embed.encoder import ADAPTER_DIR, CONFIG_NAME, Encoder
-from llm_embed.errors import UserError
+from llm_embed.errors import UserError, first_line
 from llm_embed.pooling import from_config
 from llm_embed.prompts import get_prompt
 
@@ -88,9 +87,8 @@ def _load_run(folder: Path, overrides: dict[str, Any]) -> Encoder:
     except UserError:
         raise
     except Exception as err:  # safetensors, peft and json errors of a damaged adapter
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise UserError(
-            f"could not load the trained model in {folder} ({type(err).__name__}: {first}): "
+            f"could not load the trained model in {folder} ({type(err).__name__}: {first_line(err)}): "
             "the adapter is corrupt or incomplete; export an intact run or retrain"
         ) from None
 
@@ -179,22 +177,6 @@ vectors, apply the template and the pooling of `{EXPORT_CONFIG}` as `llm_embed.e
 """
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Rename the finished ``tmp`` to ``out``; an old ``out`` is kept until the rename succeeded."""
-    if not out.exists():
-        tmp.replace(out)
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    out.replace(trash / out.name)
-    try:
-        tmp.replace(out)
-    except OSError:
-        (trash / out.name).replace(out)
-        raise
-    finally:
-        shutil.rmtree(trash, ignore_errors=True)
-
-
 def export_model(
     model: str,
     out: str | Path,
@@ -216,18 +198,15 @@ def export_model(
 
     from llm_embed.st_module import LLMEmbedTransformer
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700
-    try:
+
+    def write(tmp: Path) -> None:
         st = SentenceTransformer(
             modules=[LLMEmbedTransformer(encoder=encoder)], device=str(encoder.device)
         )
         st.save(str(tmp), create_model_card=False)
         (tmp / "README.md").write_text(_readme(encoder, model), encoding="utf-8")
-        _swap_in(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful swap
+
+    atomic_write_dir(out, write)
     log.info(
         "exported %s to %s (%d-d, pooling %s)", model, out, encoder.embed_dim, encoder.pooling.name
     )

@@ -199,7 +199,7 @@ def test_chunks_of_other_texts_or_another_model_are_never_reused(
 
     def encode_then_stop(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] > 4:  # two chunks of 8 texts in batches of 4, then the "crash"
+        if calls["n"] > 2:  # two chunks of 8 texts (one encode call each), then the "crash"
             raise Stop
         return real(*args, **kwargs)
 

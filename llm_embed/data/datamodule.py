@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from llm_embed.data.generators import (
@@ -29,12 +29,6 @@ from llm_embed.errors import UserError
 from llm_embed.resume import EpochShuffleSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
-
-
-def _info(msg: str, *args: object) -> None:
-    """Log on global rank zero only (setup runs on every process)."""
-    if rank_zero_only.rank == 0:
-        log.info(msg, *args)
 
 
 class PairDataset(Dataset):
@@ -187,7 +181,7 @@ class PairDataModule(L.LightningDataModule):
         self.train_pairs, self.val_pairs = train, val
         if stage in (None, "fit"):
             self._check_enough_train_pairs()
-        _info("pairs %s: %d train, %d val", path, len(train), len(val))
+        rank_zero_info(f"pairs {path}: {len(train)} train, {len(val)} val")  # setup runs on every process
 
     def _check_enough_train_pairs(self) -> None:
         if len(self.train_pairs) < self.batch_size:

@@ -26,16 +26,16 @@ import importlib.metadata
 import json
 import logging
 import math
-import os
 import re
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from llm_embed._fs import atomic_write, atomic_write_text
 from llm_embed.encoder import CONFIG_NAME, Encoder
 from llm_embed.errors import UserError
 from llm_embed.eval.clustering import evaluate_clustering
@@ -491,18 +491,6 @@ def cell_key(
 
 
 # -- files ----------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temp file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would survive the rename, and results are meant to be shared.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The records of an existing results.json ([] if there is none)."""
     if not path.is_file():
@@ -518,7 +506,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def write_records(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
     text = json.dumps(list(records), indent=2) + "\n"
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write_text(path, text)
 
 
 @dataclass
@@ -648,7 +636,7 @@ def render_chart(rows: Sequence[Row], tasks: Sequence[str], path: Path, *, subti
         )
     fig.suptitle(f"Clustering, mean over {', '.join(tasks)}\n{subtitle}", fontsize=9)
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120), suffix=".png")
     plt.close(fig)
 
 
@@ -663,7 +651,7 @@ def render(
     """(Re)write results.md and results.png from results.json's records with these settings."""
     rows = table_rows(read_records(out / RESULTS_JSON), seed=seed, caps=caps)
     md = render_markdown(rows, tasks, seed=seed, caps=caps, provenance=provenance)
-    _atomic_write(out / RESULTS_MD, lambda tmp: tmp.write_text(md, encoding="utf-8"))
+    atomic_write_text(out / RESULTS_MD, md)
     sizes = {caps(t) for t in tasks}
     if sizes == {None}:
         cap = "full tasks"
