@@ -75,7 +75,9 @@ def locate(name: str) -> Path:
     try:
         dist = importlib.metadata.distribution(asset.distribution)
     except importlib.metadata.PackageNotFoundError:
-        raise UserError(f"packaged model {name!r} is not installed: run `{asset.install}`") from None
+        raise UserError(
+            f"packaged model {name!r} is not installed: run `{asset.install}`"
+        ) from None
     return Path(dist.locate_file(asset.path))
 
 

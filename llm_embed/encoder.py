@@ -6,7 +6,7 @@ padding side can never differ between them (three such mismatches live in the re
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_embed._fs import atomic_write_text
 from llm_embed.backbone import load_backbone, load_tokenizer
 from llm_embed.errors import UserError
 from llm_embed.pooling import Pooling, from_config
@@ -25,8 +24,6 @@ from llm_embed.prompts import PromptTemplate, get_prompt
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "encoder.json"
-ADAPTER_DIR = "adapter"
 
 
 def attention_kernels() -> AbstractContextManager[None]:
@@ -80,6 +77,8 @@ class Encoder(nn.Module):
         load_in_4bit: bool = False,
     ) -> None:
         super().__init__()
+        # the arguments as given, for config_dict (pooling and prompt are read live: a grid swaps pooling)
+        self._init_args = {k: v for k, v in locals().items() if k in ENCODER_ARGS}
         if max_text_tokens < 1:
             raise ValueError(f"max_text_tokens={max_text_tokens} must be >= 1")
         if padding_side not in ("left", "right"):
@@ -128,19 +127,8 @@ class Encoder(nn.Module):
     @property
     def config_dict(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this encoder (``Encoder(**config_dict)``)."""
-        return {
-            "backbone": self.backbone_name,
-            "pooling": self.pooling.to_config(),
-            "prompt": self.prompt.template,
-            "normalize": self.normalize,
-            "max_text_tokens": self.max_text_tokens,
-            "padding_side": self.padding_side,
-            "layer": self.layer,
-            "dtype": self.dtype_name,
-            "attn_implementation": self.attn_implementation,
-            "trust_remote_code": self.trust_remote_code,
-            "load_in_4bit": self.load_in_4bit,
-        }
+        live = {"pooling": self.pooling.to_config(), "prompt": self.prompt.template}
+        return {name: live.get(name, self._init_args[name]) for name in ENCODER_ARGS}
 
     @property
     def name(self) -> str:
@@ -315,31 +303,19 @@ class Encoder(nn.Module):
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``encoder.json`` and, for a LoRA-wrapped backbone, the adapter (safetensors)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        if hasattr(self.backbone, "peft_config"):
-            self.backbone.save_pretrained(path / ADAPTER_DIR, safe_serialization=True)
-        atomic_write_text(path / CONFIG_NAME, json.dumps(self.config_dict, indent=2) + "\n")
-        return path
+        """Write ``encoder.json`` and, for a LoRA-wrapped backbone, the adapter (see :mod:`llm_embed.inference.load`)."""
+        from llm_embed.inference.load import save_encoder
+
+        return save_encoder(self, path)
 
     @classmethod
     def load(cls, path: str | Path, *, merge: bool = True, **overrides: Any) -> Encoder:
         """Rebuild an encoder saved by :meth:`save`; the adapter is merged into the weights by default."""
-        path = Path(path)
-        config_file = path / CONFIG_NAME
-        if not config_file.is_file():
-            raise UserError(
-                f"{path} holds no {CONFIG_NAME}: give a folder written by a llm-embed run"
-            )
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise UserError(f"{config_file} is corrupt ({err}): re-export the model") from None
-        encoder = cls(**{**config, **overrides})
-        if (path / ADAPTER_DIR).is_dir():
-            from peft import PeftModel
+        from llm_embed.inference.load import load_saved
 
-            model = PeftModel.from_pretrained(encoder.backbone, path / ADAPTER_DIR)
-            encoder.backbone = model.merge_and_unload() if merge else model
-        return encoder
+        return load_saved(path, merge=merge, **overrides)
+
+
+# The constructor's argument names: the saved description (encoder.json, an export's
+# llm_embed.json) and the sentence-transformers module's config keys derive from this one list.
+ENCODER_ARGS: tuple[str, ...] = tuple(inspect.signature(Encoder.__init__).parameters)[1:]

@@ -1,9 +1,10 @@
 """What a killed training run needs to resume exactly: atomic checkpoints, safe loading, replayable randomness.
 
-- :class:`AtomicCheckpointIO` writes each checkpoint atomically (:mod:`llm_embed._fs`: a temporary
-  file in the same folder, fsynced and renamed over the old one). Lightning's own writer stages the file in the system
-  temp folder and moves it, which is a copy (not atomic) when that folder is another file
-  system, so a kill during the copy can leave a truncated ``last.ckpt``.
+- :class:`AtomicCheckpointIO` writes each checkpoint atomically (:mod:`llm_embed._fs`: a
+  temporary file in the same folder, fsynced and renamed over the old one). Lightning's own
+  writer stages the file in the system temp folder and moves it, which is a copy (not atomic)
+  when that folder is another file system, so a kill during the copy can leave a truncated
+  ``last.ckpt``.
 - :func:`read_checkpoint` loads with ``weights_only=True`` and turns a missing, corrupt or foreign
   file into one-line errors; :func:`check_checkpoint_matches` refuses a checkpoint of another
   LoRA configuration, which non-strict loading would otherwise skip silently.
@@ -40,7 +41,12 @@ RESUME_HINT = "checkpoints/<run>/checkpoints/last.ckpt"
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` through :func:`llm_embed._fs.atomic_write`: readers see the old or the new file."""
     remove_stale_temps(path)  # of a writer killed mid-save (one writer per path: rank zero)
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -5,12 +5,13 @@ One folder serves both, so the merged weights are written once::
     out/
       config.json  model.safetensors  tokenizer.json ...   merged backbone: AutoModel.from_pretrained(out)
       llm_embed.json                    Encoder arguments but backbone: pooling, prompt, max_text_tokens, ...
-      modules.json  config_sentence_transformers.json       one module, llm_embed.st_module.LLMEmbedTransformer
+      modules.json  config_sentence_transformers.json       one module, llm_embed.inference.st_module.LLMEmbedTransformer
       README.md                         what the vectors are and the three ways to load them
 
-Everything goes through :class:`~llm_embed.encoder.Encoder`: the export wraps the loaded encoder
-and the sentence-transformers module rebuilds one from ``llm_embed.json``, so pooling and prompt
-code exist once. The folder is written under a temporary name and renamed when complete.
+Everything goes through :class:`~llm_embed.encoder.Encoder`: the export wraps the encoder that
+:mod:`llm_embed.inference.load` builds from ``--model``, and the sentence-transformers module
+rebuilds one from ``llm_embed.json`` (read by the same loader), so pooling and prompt code exist
+once. The folder is written atomically (:func:`llm_embed._fs.atomic_write_dir`).
 """
 
 from __future__ import annotations
@@ -21,110 +22,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_embed._fs import atomic_write_dir
-from llm_embed.encoder import ADAPTER_DIR, CONFIG_NAME, Encoder
-from llm_embed.errors import UserError, first_line
-from llm_embed.pooling import from_config
-from llm_embed.prompts import get_prompt
+from llm_embed.errors import UserError
+from llm_embed.inference.load import EXPORT_CONFIG, is_export, load_encoder, read_encoder_config
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from llm_embed.encoder import Encoder
+
 log = logging.getLogger(__name__)
 
-# = llm_embed.st_module.CONFIG_FILE, repeated so that loading an export needs no sentence-transformers
-EXPORT_CONFIG = "llm_embed.json"
-ST_MODULE = "llm_embed.st_module.LLMEmbedTransformer"
-ADAPTER_FILE = "adapter_model.safetensors"
-
-
-# -- finding and loading a model ------------------------------------------------------------------
-def model_folder(path: str | Path) -> Path | None:
-    """The folder holding ``encoder.json``: ``path`` itself or a run's ``model/``; else None."""
-    path = Path(path).expanduser()
-    for candidate in (path, path / "model"):
-        if (candidate / CONFIG_NAME).is_file():
-            return candidate
-    return None
-
-
-def is_export(path: str | Path) -> bool:
-    """True for a folder written by :func:`export_model`."""
-    return (Path(path).expanduser() / EXPORT_CONFIG).is_file()
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path} is unreadable ({err}): re-export the model") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path} is not a JSON object: re-export the model")
-    return data
-
-
-def read_export_config(path: str | Path) -> dict[str, Any]:
-    """An exported folder's ``llm_embed.json``: the Encoder arguments except the backbone."""
-    return _read_json(Path(path).expanduser() / EXPORT_CONFIG)
-
-
-def load_exported(path: str | Path, **overrides: Any) -> Encoder:
-    """The encoder of an exported folder (the folder is the backbone; ``llm_embed.json`` the rest)."""
-    path = Path(path).expanduser()
-    config = read_export_config(path)
-    config.pop("backbone", None)
-    return Encoder(backbone=str(path), **{**config, **overrides})
-
-
-def _load_run(folder: Path, overrides: dict[str, Any]) -> Encoder:
-    adapter = folder / ADAPTER_DIR
-    if adapter.is_dir() and not (adapter / ADAPTER_FILE).is_file():
-        raise UserError(
-            f"{adapter} holds no {ADAPTER_FILE}: llm-embed loads adapters from safetensors only "
-            "(never pickle); re-save it with save_pretrained(safe_serialization=True)"
-        )
-    try:
-        return Encoder.load(folder, **overrides)
-    except UserError:
-        raise
-    except Exception as err:  # safetensors, peft and json errors of a damaged adapter
-        raise UserError(
-            f"could not load the trained model in {folder} ({type(err).__name__}: {first_line(err)}): "
-            "the adapter is corrupt or incomplete; export an intact run or retrain"
-        ) from None
-
-
-def load_model(
-    model: str, *, pooling: str | None = None, prompt: str | None = None, **kwargs: Any
-) -> Encoder:
-    """Build the encoder that ``model`` names.
-
-    ``model`` is a trained run (``checkpoints/<run>`` or its ``model/``; the adapter is merged),
-    an exported folder, or a decoder (packaged name, local folder, hub id). ``pooling`` and
-    ``prompt`` override the saved ones; None keeps them (a decoder: ``last`` and ``clustering``).
-    """
-    overrides = {
-        k: v for k, v in {"pooling": pooling, "prompt": prompt, **kwargs}.items() if v is not None
-    }
-    path = Path(model).expanduser()
-    folder = model_folder(path)
-    if folder is None and (path / "checkpoints").is_dir() and not (path / "config.json").is_file():
-        raise UserError(
-            f"run {model} has no model/{CONFIG_NAME}, so it did not finish: resume it with "
-            f"`python -m llm_embed.fit --config {path}/config.yaml --ckpt_path {path}/checkpoints/last.ckpt`"
-        )
-    try:
-        # checked first: _load_run reads any later error as a damaged adapter
-        if pooling is not None:
-            from_config(pooling)
-        if prompt is not None:
-            get_prompt(prompt)
-        if folder is not None:
-            return _load_run(folder, overrides)
-        if is_export(path):
-            return load_exported(path, **overrides)
-        return Encoder(model, **overrides)
-    except ValueError as err:  # Encoder's argument checks (an unknown pooling or prompt, ...)
-        raise UserError(str(err)) from None
+# The one class an export's modules.json names; exports written before it moved name the old
+# path, which stays importable (llm_embed/st_module.py re-exports it).
+ST_MODULE = "llm_embed.inference.st_module.LLMEmbedTransformer"
+ST_MODULE_NAMES = (ST_MODULE, "llm_embed.st_module.LLMEmbedTransformer")
 
 
 # -- export -----------------------------------------------------------------------------------------
@@ -149,7 +60,7 @@ exported by llm-embed {__version__} from `{source}`.
 ## sentence-transformers
 
 ```python
-from llm_embed.exporting import load_sentence_transformer
+from llm_embed.inference.export_folder import load_sentence_transformer
 model = load_sentence_transformer("path/to/this/folder")
 embeddings = model.encode(["a man is driving a car"])
 ```
@@ -163,7 +74,7 @@ trust_remote_code=True)` works too. A `prompt=` given to `encode` replaces the t
 ## llm-embed
 
 ```python
-from llm_embed.exporting import load_exported
+from llm_embed.inference.load import load_exported
 encoder = load_exported("path/to/this/folder")
 embeddings = encoder.encode(["a man is driving a car"])
 ```
@@ -193,11 +104,10 @@ def export_model(
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists: pick another --out or pass --overwrite")
-    encoder = load_model(model, pooling=pooling, prompt=prompt)
+    encoder = load_encoder(model, command="export", pooling=pooling, prompt=prompt)
     from sentence_transformers import SentenceTransformer
 
-    from llm_embed.st_module import LLMEmbedTransformer
-
+    from llm_embed.inference.st_module import LLMEmbedTransformer
 
     def write(tmp: Path) -> None:
         st = SentenceTransformer(
@@ -238,12 +148,13 @@ def load_sentence_transformer(
         types = [m["type"] for m in json.loads(modules_file.read_text(encoding="utf-8"))]
     except (ValueError, TypeError, KeyError) as err:
         raise UserError(f"{modules_file} is unreadable ({err}): re-export the model") from None
-    if types != [ST_MODULE]:
+    if len(types) != 1 or types[0] not in ST_MODULE_NAMES:
+        others = ", ".join(t for t in types if t not in ST_MODULE_NAMES) or "none"
         raise UserError(
-            f"{modules_file} names other modules ({', '.join(t for t in types if t != ST_MODULE) or 'none'}) "
-            f"than {ST_MODULE}: inspect them, and load with SentenceTransformer(path, trust_remote_code=True) if you trust them"
+            f"{modules_file} names other modules ({others}) than {ST_MODULE}: inspect them, and "
+            "load with SentenceTransformer(path, trust_remote_code=True) if you trust them"
         )
-    if _read_json(path / EXPORT_CONFIG).get("trust_remote_code") and not trust_remote_code:
+    if read_encoder_config(path / EXPORT_CONFIG).get("trust_remote_code") and not trust_remote_code:
         raise UserError(
             f"{path} runs model code shipped in its folder (trust_remote_code in {EXPORT_CONFIG}): "
             "read that code, then pass trust_remote_code=True"

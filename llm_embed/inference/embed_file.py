@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_embed._fs import atomic_write, atomic_write_text
-from llm_embed.errors import UserError
+from llm_embed.errors import UserError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -363,6 +363,47 @@ def embed_file(
         f" and {parquet}" if parquet else "",
     )
     return Summary(stats.texts, dim, n_chunks, reused, truncated, stats.skipped_empty, out, parquet)
+
+
+def encode_file(
+    model: str,
+    input: str | Path,
+    out: str | Path,
+    *,
+    pooling: str | None = None,
+    prompt: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> Summary:
+    """Check the input, load ``model`` with the one ``--model`` loader, and :func:`embed_file` it.
+
+    Bad input fails before the model loads. ``device`` defaults to cuda where available;
+    ``options`` are :func:`embed_file`'s (parquet, overwrite, batch_size, chunk_size, field,
+    id_field, skip_empty).
+    """
+    import torch
+
+    from llm_embed.inference.load import load_encoder
+
+    stats = prepare(input, out, **options)
+    encoder = load_encoder(model, command="encode", pooling=pooling, prompt=prompt)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        encoder.to(torch.device(device))
+    except (RuntimeError, AssertionError) as err:  # a bad name, or CUDA missing from this torch
+        raise UserError(
+            f"device {device!r} is not usable here ({first_line(err, 120)}): pass --device cpu"
+        ) from None
+    return embed_file(
+        encoder,
+        input,
+        out,
+        progress=progress,
+        model_id=model_fingerprint(model),
+        stats=stats,
+        **options,
+    )
 
 
 def _open_parts(parts: Path, manifest: dict[str, Any]) -> None:

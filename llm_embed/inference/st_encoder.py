@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llm_embed import _assets
-from llm_embed.errors import UserError
+from llm_embed.errors import UserError, first_line
+from llm_embed.inference.load import is_st_folder
 from llm_embed.prompts import PromptTemplate, get_prompt
 
 if TYPE_CHECKING:
@@ -35,11 +36,6 @@ if TYPE_CHECKING:
 
 # The packaged sentence-transformers baselines; the registry itself is llm_embed._assets.
 ST_PACKAGED: list[str] = _assets.names("sentence-transformers")
-
-
-def is_st_folder(path: str | Path) -> bool:
-    """True for a local sentence-transformers model folder (it has ``modules.json``)."""
-    return (Path(path).expanduser() / "modules.json").is_file()
 
 
 def resolve_st_model(name: str) -> str:
@@ -89,9 +85,8 @@ class STEncoder:
                 path, device=device or "cpu", trust_remote_code=trust_remote_code
             )
         except (OSError, ValueError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise UserError(
-                f"could not load sentence-transformers model {model!r} ({first[:200]}): use "
+                f"could not load sentence-transformers model {model!r} ({first_line(err)}): use "
                 f"{', '.join(ST_PACKAGED)}, a local folder, or a cached hub id"
             ) from err
         self.model.eval()
