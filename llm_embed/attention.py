@@ -5,65 +5,45 @@ Example::
     python -m llm_embed.attention --model smollm2-135m-instruct --run checkpoints/default \\
         --out docs/attention.png
 
-Prints each row's content share and top tokens; logic lives in ``llm_embed.analysis.attention``.
+Logs each row's content share and top tokens; logic lives in
+``llm_embed.analysis.attention_map.attention_report``.
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
-from pathlib import Path
 
-from llm_embed.cli import run_cli
-from llm_embed.errors import UserError
-
-log = logging.getLogger("llm_embed.attention")
+from llm_embed._cli import command_parser, parse, run_cli
 
 
-def cli_main(args: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m llm_embed.attention", description=__doc__.split("\n\n")[0]
-    )
+def cli_main(argv: list[str] | None = None) -> None:
+    """Parse the command line and call :func:`~llm_embed.analysis.attention_map.attention_report`."""
+    p = command_parser("python -m llm_embed.attention", __doc__)
     p.add_argument(
         "--model",
+        type=str,
         default="smollm2-135m-instruct",
-        help="base model (packaged name, folder or hub id)",
+        help="base model: packaged name, local folder or hub id (default: smollm2-135m-instruct)",
     )
     p.add_argument(
         "--run",
+        type=str,
         action="append",
         default=[],
-        help="trained run folder (repeatable): checkpoints/<run>",
+        help="trained run folder (repeatable): checkpoints/<run>, trained on --model",
     )
-    p.add_argument("--text", default="a man is driving a car")
-    p.add_argument("--prompt", default="clustering", help="prompt name or template with {text}")
-    p.add_argument("--layer", type=int, default=-1)
-    p.add_argument("--out", default="checkpoints/attention.png", help="PNG to write")
-    ns = p.parse_args(args)
+    p.add_argument("--text", type=str, default="a man is driving a car", help="the text to embed")
+    p.add_argument(
+        "--prompt", type=str, default="clustering", help="prompt name or template with {text}"
+    )
+    p.add_argument("--layer", type=int, default=-1, help="hidden layer (-1 = last)")
+    p.add_argument("--out", type=str, default="checkpoints/attention.png", help="PNG to write")
+    args = parse(p, argv)
+    from llm_embed.analysis.attention_map import attention_report
 
-    from llm_embed.analysis.attention import final_token_attention, plot_attention
-    from llm_embed.encoder import Encoder
-
-    rows = {
-        "base": final_token_attention(Encoder(ns.model), ns.text, prompt=ns.prompt, layer=ns.layer)
-    }
-    for run in ns.run:
-        folder = Path(run) / "model" if (Path(run) / "model").is_dir() else Path(run)
-        if not (folder / "encoder.json").is_file():
-            raise UserError(f"run {run} holds no model/encoder.json: train it first (make run)")
-        tuned = Encoder.load(folder, merge=True)
-        if tuned.backbone_name != ns.model:
-            raise UserError(
-                f"run {run} was trained on {tuned.backbone_name!r}, not {ns.model!r}: pass --model {tuned.backbone_name}"
-            )
-        rows[f"fine-tuned ({Path(run).name})"] = final_token_attention(
-            tuned, ns.text, prompt=ns.prompt, layer=ns.layer
-        )
-    for label, result in rows.items():
-        top = ", ".join(f"{tok} {w:.3f}" for tok, w in result.top(5))
-        log.info("%s: content share %.3f | top: %s", label, result.content_share, top)
-    log.info("wrote %s", plot_attention(rows, ns.out))
+    attention_report(
+        args.model, args.run, text=args.text, prompt=args.prompt, layer=args.layer, out=args.out
+    )
 
 
 if __name__ == "__main__":

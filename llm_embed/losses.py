@@ -1,7 +1,7 @@
 """InfoNCE with in-batch negatives, as a pure function plus a thin module.
 
 ``info_nce`` is pure math on embeddings, so the plain loss, the cross-device gathered loss and
-the cached (GradCache, :mod:`llm_embed.gradcache`) loss all share it.
+the cached (GradCache, :mod:`llm_embed.train.gradcache`) loss all share it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_embed.distributed import gather_with_grad
+from llm_embed.train.distributed import gather_with_grad
 
 
 def info_nce(
@@ -36,11 +36,11 @@ def info_nce(
         offset: index of anchor 0's positive among this rank's candidates.
         symmetric: also score candidates -> anchors (needs N == B).
         gather: under a process group, score the local anchors against the candidates of *all*
-            ranks (gathered with gradient, :func:`~llm_embed.distributed.gather_with_grad`), so
+            ranks (gathered with gradient, :func:`~llm_embed.train.distributed.gather_with_grad`), so
             the global batch is the negative pool; the positive of anchor 0 then sits at this
             rank's row offset in the gathered candidates. No-op on one device. Each rank returns
             the mean over its own anchors; DDP's gradient averaging makes the update that of the
-            mean over the global batch (see :mod:`llm_embed.distributed`).
+            mean over the global batch (see :mod:`llm_embed.train.distributed`).
 
     Returns:
         Scalar mean loss over this rank's anchors.

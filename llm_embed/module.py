@@ -5,7 +5,7 @@ any backbone, pooling and prompt. Only the LoRA weights train; checkpoints hold 
 
 Scale switches (all plain hparams, see ``configs/ddp.yaml``): ``gather_across_devices`` makes the
 global batch the negative pool under DDP/FSDP; ``grad_cache`` computes a large contrastive batch in
-mini-batches at flat memory (:mod:`llm_embed.gradcache`); ``gradient_checkpointing`` trades a
+mini-batches at flat memory (:mod:`llm_embed.train.gradcache`); ``gradient_checkpointing`` trades a
 recomputation for activation memory. Mixed precision is the Trainer's ``precision``.
 """
 
@@ -22,8 +22,8 @@ from peft import LoraConfig, get_peft_model
 
 from llm_embed.encoder import Encoder, attention_kernels
 from llm_embed.errors import UserError
-from llm_embed.gradcache import cached_loss, embed_in_chunks
 from llm_embed.losses import InfoNCELoss
+from llm_embed.train.gradcache import cached_loss, embed_in_chunks
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from llm_embed.errors import UserError
+from llm_embed.errors import UserError, first_line
 
 PROMPTS: dict[str, str] = {
     "none": "{text}",
@@ -72,7 +72,7 @@ def read_yaml_mapping(path: str | Path, what: str, values: str) -> dict[str, str
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        raise UserError(f"{what} file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{what} file {path} is not valid YAML: {first_line(err)}") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise UserError(f"{what} file {path} must map names to {values}")
     return {str(k): v for k, v in data.items()}

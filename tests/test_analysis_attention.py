@@ -1,4 +1,4 @@
-"""Final-token attention maps (llm_embed.analysis.attention) on the tiny random Llama.
+"""Final-token attention maps (llm_embed.analysis.attention_map) on the tiny random Llama.
 
 Every row is checked against a manual computation: an encoder built with eager attention from
 the start, run directly with ``output_attentions=True``, heads averaged, the last real token's row
@@ -12,7 +12,7 @@ import pytest
 import torch
 from peft import LoraConfig
 
-from llm_embed.analysis.attention import (
+from llm_embed.analysis.attention_map import (
     CONTENT_SHARE_KEY,
     FIGURE_TAG,
     AttentionMapCallback,
@@ -212,8 +212,8 @@ def test_callback_logs_baseline_and_validation_in_a_trainer(tiny_model_dir, tmp_
 
 
 def test_attention_cli_plots_base_and_run(tiny_model_dir, tmp_path):
+    from llm_embed._cli import run_cli
     from llm_embed.attention import cli_main
-    from llm_embed.cli import run_cli
 
     lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="FEATURE_EXTRACTION")
     EmbeddingModule(Encoder(tiny_model_dir), lora=lora).encoder.save(tmp_path / "run" / "model")

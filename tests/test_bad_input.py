@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm_embed.resume import read_checkpoint
+from llm_embed.train.resume import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = str(ROOT / "configs" / "default.yaml")

@@ -256,7 +256,7 @@ class CLIParaphrase(ScriptedParaphrase):
 
 
 def test_synth_cli_generates_from_a_fit_config_and_reports(tmp_path, capsys) -> None:
-    from llm_embed.cli import run_cli
+    from llm_embed._cli import run_cli
     from llm_embed.synth import cli_main
 
     src = tmp_path / "src.txt"
@@ -283,17 +283,40 @@ def test_synth_cli_generates_from_a_fit_config_and_reports(tmp_path, capsys) -> 
     assert out.index("empty") < out.index("duplicate")  # reasons in filter order
 
 
+def test_synth_cli_takes_config_equals_and_overlays_like_fit(tmp_path, capsys) -> None:
+    """``--config=base.yaml --config overlay.yaml``: the later file wins, as in LightningCLI."""
+    from llm_embed._cli import run_cli
+    from llm_embed.synth import cli_main
+
+    src = tmp_path / "src.txt"
+    src.write_text("\n".join(_texts(6)))
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        f"data:\n  source: {src}\n  num_source: 6\n  cache_dir: {tmp_path / 'cache'}\n"
+        "  generator:\n    class_path: test_data_paraphrase.CLIParaphrase\n"
+        "    init_args: {batch_size: 4, max_retries: 2}\n"
+    )
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("data:\n  num_source: 5\n")
+    code = run_cli(lambda: cli_main([f"--config={base}", "--config", str(overlay)]))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    manifest = json.loads(next((tmp_path / "cache").glob("*.manifest.json")).read_text())
+    assert manifest["report"]["sources"] == 5 and manifest["settings"]["max_retries"] == 2
+    assert out.startswith("pairs: ") and "rejected generations by filter" in out
+
+
 @pytest.mark.parametrize(
     ("config_text", "message"),
     [
-        ("data:\n  source: [unclosed\n  seed: 1\n", "is not valid YAML at line"),
+        ("data:\n  source: [unclosed\n  seed: 1\n", "is not valid YAML: "),
         ("trainer: {}\n", "has no data: section"),
         ("data:\n  pairs_file: PAIRS\n", "nothing to generate"),
         ("data:\n  num_sources: 3\n", "num_sources"),
     ],
 )
 def test_synth_cli_bad_input_is_one_line(tmp_path, capsys, config_text, message) -> None:
-    from llm_embed.cli import run_cli
+    from llm_embed._cli import run_cli
     from llm_embed.synth import cli_main
 
     pairs = tmp_path / "pairs.jsonl"

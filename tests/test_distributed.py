@@ -19,10 +19,10 @@ import pytest
 import torch
 from peft import LoraConfig
 
-from llm_embed.distributed import gather_with_grad, rank_and_world
 from llm_embed.encoder import Encoder
 from llm_embed.losses import info_nce
 from llm_embed.module import EmbeddingModule
+from llm_embed.train.distributed import gather_with_grad, rank_and_world
 
 PAIRS = {
     "anchor": [

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from llm_embed.cli import run_cli
+from llm_embed._cli import run_cli
 from llm_embed.encode import cli_main
-from llm_embed.exporting import load_model
+from llm_embed.inference.load import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [f"sentence {i} " + "about topic " * (i % 7) + f"number {i % 5}" for i in range(37)]
@@ -109,7 +109,7 @@ def test_jsonl_with_field_and_ids(run_dir, reference, tmp_path, capsys):
 
 KILL_AFTER_CHUNKS = """
 import os, signal, sys
-import llm_embed.embed_file as ef
+import llm_embed.inference.embed_file as ef
 
 real, saved = ef._save_chunk, []
 def save_then_die(*args, **kwargs):
@@ -119,7 +119,7 @@ def save_then_die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
 ef._save_chunk = save_then_die
 
-from llm_embed.cli import run_cli
+from llm_embed._cli import run_cli
 from llm_embed.encode import cli_main
 sys.exit(run_cli(lambda: cli_main(sys.argv[1:])))
 """
@@ -153,7 +153,7 @@ def test_a_killed_run_continues_from_its_chunks(run_dir, reference, tmp_path, ru
 def test_chunks_of_other_texts_or_another_model_are_never_reused(
     run_dir, tiny_model_dir, tmp_path, capsys
 ):
-    from llm_embed.embed_file import embed_file
+    from llm_embed.inference.embed_file import embed_file
 
     texts = write_txt(tmp_path / "texts.txt", TEXTS)
     encoder = load_model(str(run_dir))
@@ -166,7 +166,7 @@ def test_chunks_of_other_texts_or_another_model_are_never_reused(
 
     def encode_then_stop(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] > 4:  # two chunks of 8 texts in batches of 4, then the "crash"
+        if calls["n"] > 2:  # two chunks of 8 texts (one encode call each), then the "crash"
             raise Stop
         return real(*args, **kwargs)
 

@@ -189,3 +189,18 @@ def test_fast_tokenization_equals_transformers_tokenizer_call(tiny_model_dir):
 @pytest.mark.slow
 def test_fast_tokenization_equals_transformers_on_the_packaged_tokenizer():
     check_tokenizer_shortcuts(Encoder("smollm2-135m-instruct", prompt="prompteol"))
+
+
+def test_constructor_arguments_are_listed_once(tiny_model_dir):
+    """The saved description and the sentence-transformers module's keys derive from the signature."""
+    import inspect
+
+    from llm_embed.encoder import ENCODER_ARGS
+
+    assert tuple(inspect.signature(Encoder.__init__).parameters)[1:] == ENCODER_ARGS
+    encoder = Encoder(tiny_model_dir, pooling="mean", prompt="summary", max_text_tokens=7)
+    config = encoder.config_dict
+    assert tuple(config) == ENCODER_ARGS
+    assert config["max_text_tokens"] == 7 and config["pooling"] == {"type": "mean"}
+    encoder.set_pooling("last")  # a grid swaps the pooling: the description follows it
+    assert encoder.config_dict["pooling"] == {"type": "last"}

@@ -1,4 +1,4 @@
-"""The evaluate command (``llm_embed.evaluate`` -> ``llm_embed.eval.run``) on a tiny random Llama.
+"""The evaluate command (``llm_embed.evaluate`` -> ``llm_embed.eval.grid``) on a tiny random Llama.
 
 Two in-memory local tasks stand in for the offline suite, so every test runs the real mteb
 scoring in well under a second per (configuration, task). The packaged all-MiniLM-L6-v2 is used
@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from mteb_reference import mteb_bootstrap_v_measure
 
-from llm_embed.cli import run_cli
+from llm_embed._cli import run_cli
 from llm_embed.encoder import Encoder
-from llm_embed.eval import run as eval_run
+from llm_embed.eval import grid as eval_grid
 from llm_embed.eval import tasks as eval_tasks
 from llm_embed.eval.clustering import evaluate_clustering
+from llm_embed.eval.plan import DocCaps
+from llm_embed.eval.results import VERSIONED
 from llm_embed.eval.tasks import LocalClusteringTask, local_task_metadata
 from llm_embed.evaluate import cli_main
 from llm_embed.prompts import PROMPTS
@@ -109,7 +111,7 @@ def test_cli_v_measure_equals_sklearn_on_encoder_embeddings(tiny_model_dir, tmp_
     assert record["prompt_template"] == PROMPTS["clustering"]
     assert record["model"] == tiny_model_dir and record["adapter"] is None
     assert record["seed"] == seed and record["max_documents"] is None
-    assert set(record["versions"]) == {*eval_run.VERSIONED}
+    assert set(record["versions"]) == {*VERSIONED}
     assert record["versions"]["mteb"] and record["git_revision"] and record["date"]
 
 
@@ -118,7 +120,7 @@ def test_cli_v_measure_equals_sklearn_on_encoder_embeddings(tiny_model_dir, tmp_
 
 def test_grid_writes_all_files_with_one_load_and_resumes(tiny_model_dir, tmp_path, monkeypatch):
     loads, calls = [], []
-    real_load, real_eval = eval_run.load_encoder, eval_run.evaluate_clustering
+    real_load, real_eval = eval_grid.load_encoder, eval_grid.evaluate_clustering
 
     def counting_load(*a, **kw):
         loads.append(a[0].label)
@@ -128,8 +130,8 @@ def test_grid_writes_all_files_with_one_load_and_resumes(tiny_model_dir, tmp_pat
         calls.append(a[1])
         return real_eval(*a, **kw)
 
-    monkeypatch.setattr(eval_run, "load_encoder", counting_load)
-    monkeypatch.setattr(eval_run, "evaluate_clustering", counting_eval)
+    monkeypatch.setattr(eval_grid, "load_encoder", counting_load)
+    monkeypatch.setattr(eval_grid, "evaluate_clustering", counting_eval)
     out = tmp_path / "grid"
     poolings, prompts = ["last", "mean", "eos"], ["none", "clustering"]
     args = [
@@ -205,7 +207,7 @@ def test_trained_run_folder_and_adapter_give_the_same_record(tiny_model_dir, tmp
 
 def test_exported_folder_gives_the_record_of_its_run(tiny_model_dir, tmp_path):
     """An export is scored through llm-embed's own encoder, with the run's pooling and prompt."""
-    from llm_embed.exporting import export_model
+    from llm_embed.inference.export_folder import export_model
 
     run = tmp_path / "checkpoints" / "run1"
     Encoder(tiny_model_dir, pooling="weighted_mean", prompt="summary").save(run / "model")
@@ -241,13 +243,13 @@ def test_task_prompts_and_user_templates(tiny_model_dir, tmp_path):
 
 def test_per_task_caps_are_recorded_resumed_and_described(tiny_model_dir, tmp_path, monkeypatch):
     calls = []
-    real_eval = eval_run.evaluate_clustering
+    real_eval = eval_grid.evaluate_clustering
 
     def counting_eval(*a, **kw):
         calls.append((a[1][0], kw["max_documents"]))
         return real_eval(*a, **kw)
 
-    monkeypatch.setattr(eval_run, "evaluate_clustering", counting_eval)
+    monkeypatch.setattr(eval_grid, "evaluate_clustering", counting_eval)
     out = tmp_path / "caps"
     base = ["--model", tiny_model_dir, "--tasks", "TinyTopics,TinyColors", "--out", str(out)]
     assert evaluate([*base, "--max-documents", "30"]) == 0
@@ -271,13 +273,13 @@ def test_per_task_caps_are_recorded_resumed_and_described(tiny_model_dir, tmp_pa
 
 
 def test_doc_caps_parse():
-    caps = eval_run.DocCaps.parse("500, BBCNewsArticles=200,WordNetNounGlosses=all")
+    caps = DocCaps.parse("500, BBCNewsArticles=200,WordNetNounGlosses=all")
     assert caps("BBCNewsHeadlines") == 500 and caps("BBCNewsArticles") == 200
     assert caps("WordNetNounGlosses") is None
-    assert eval_run.DocCaps.parse({"BBCNewsArticles": 200})("X") is None
-    assert eval_run.DocCaps.parse(None) == eval_run.DocCaps() == eval_run.DocCaps.parse("")
+    assert DocCaps.parse({"BBCNewsArticles": 200})("X") is None
+    assert DocCaps.parse(None) == DocCaps() == DocCaps.parse("")
     assert (
-        eval_run.DocCaps.parse(40)
+        DocCaps.parse(40)
         .describe(["A", "B"])
         .startswith("each task subsampled to at most 40")
     )
@@ -303,7 +305,7 @@ def test_bad_input_is_one_line_exit_2(
     tiny_model_dir, tmp_path, capsys, monkeypatch, extra, message
 ):
     monkeypatch.setattr(
-        eval_run, "load_encoder", lambda *a: pytest.fail("model loaded on bad input")
+        eval_grid, "load_encoder", lambda *a: pytest.fail("model loaded on bad input")
     )
     code = evaluate(
         ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--out", str(tmp_path), *extra]
@@ -342,7 +344,7 @@ def test_module_entry_point_exits_2_with_one_line(run_python):
 
 @pytest.mark.usefixtures("minilm_installed")
 def test_st_encoder_on_packaged_minilm(tmp_path, tiny_model_dir):
-    from llm_embed.eval.st_encoder import STEncoder
+    from llm_embed.inference.st_encoder import STEncoder
 
     st = STEncoder("all-minilm-l6-v2")
     assert st.name == "all-minilm-l6-v2" and st.embed_dim == 384 and st.pooling_mode == "mean"
@@ -372,3 +374,17 @@ def test_st_encoder_on_packaged_minilm(tmp_path, tiny_model_dir):
     )
     assert 0.0 < base[0]["v_measure"] <= 1.0
     assert "| **all-minilm-l6-v2** |" in (out / "results.md").read_text(encoding="utf-8")
+
+
+def test_options_come_from_config_files_and_print_config(tiny_model_dir, tmp_path, capsys):
+    """jsonargparse gives evaluate ``--config`` (later files win) and ``--print_config``, as fit has."""
+    base, overlay = tmp_path / "base.yaml", tmp_path / "overlay.yaml"
+    base.write_text(f"model: {tiny_model_dir}\ntasks: TinyTopics\npooling: mean\n")
+    overlay.write_text("pooling: nope\nmax_documents: 30\n")
+    assert evaluate([f"--config={base}", "--config", str(overlay), "--out", str(tmp_path)]) == 2
+    assert "pooling 'nope' is unknown" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        cli_main(["--config", str(base), "--batch-size", "8", "--print_config"])
+    printed = capsys.readouterr().out
+    assert done.value.code == 0
+    assert "pooling: mean" in printed and "batch_size: 8" in printed and "max_documents" in printed

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm_embed.cli import run_cli
+from llm_embed._cli import run_cli
 from llm_embed.encoder import Encoder
 from llm_embed.errors import UserError
 from llm_embed.export import cli_main
-from llm_embed.exporting import export_model, load_exported, load_model, load_sentence_transformer
+from llm_embed.inference.export_folder import export_model, load_sentence_transformer
+from llm_embed.inference.load import load_exported, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [
@@ -135,6 +136,17 @@ def test_sentence_transformers_alone_asks_for_trust_remote_code(run_dir, tmp_pat
     # what load_sentence_transformer does after its checks
     model = SentenceTransformer(str(out), device="cpu", trust_remote_code=True)
     assert model.encode(["x"]).shape == (1, 32)
+
+
+def test_an_export_written_before_the_module_moved_still_loads(run_dir, tmp_path):
+    """Older exports name ``llm_embed.st_module.LLMEmbedTransformer`` in modules.json."""
+    out = export_model(str(run_dir), tmp_path / "export")
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"] for m in modules] == ["llm_embed.inference.st_module.LLMEmbedTransformer"]
+    legacy = [{**modules[0], "type": "llm_embed.st_module.LLMEmbedTransformer"}]
+    (out / "modules.json").write_text(json.dumps(legacy))
+    got = load_sentence_transformer(out, device="cpu").encode(TEXTS, convert_to_tensor=True)
+    assert cosine(got, load_exported(out).encode(TEXTS)).min() > 0.9999
 
 
 def test_the_loader_passes_trust_remote_code_only_for_llm_embeds_own_module(run_dir, tmp_path):

@@ -69,7 +69,7 @@ def test_fit_smoke_writes_every_output(tiny_model_dir, tmp_path, monkeypatch, ru
         assert all(0.0 <= v <= 1.0 for _, v in scalars[tag])
     assert json.loads((run / "model" / "encoder.json").read_text())["pooling"] == {"type": "last"}
     # written atomically (no temp file left) and loadable with weights_only=True, callbacks' state included
-    from llm_embed.resume import read_checkpoint
+    from llm_embed.train.resume import read_checkpoint
 
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 3

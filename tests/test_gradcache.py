@@ -14,9 +14,9 @@ import torch
 from peft import LoraConfig
 
 from llm_embed.encoder import Encoder
-from llm_embed.gradcache import RngState, cached_loss, chunks, embed_in_chunks
 from llm_embed.losses import info_nce
 from llm_embed.module import EmbeddingModule
+from llm_embed.train.gradcache import RngState, cached_loss, chunks, embed_in_chunks
 
 ANCHORS = [
     "a man is driving a car",

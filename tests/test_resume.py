@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from llm_embed.errors import UserError
-from llm_embed.resume import (
+from llm_embed.train.resume import (
     AtomicCheckpointIO,
     EpochShuffleSampler,
     ResumableDataLoader,
@@ -51,7 +51,7 @@ def _fake_checkpoint(value: float) -> dict:
 
 KILL_MID_WRITE = """
 import os, signal, sys, torch
-from llm_embed.resume import AtomicCheckpointIO
+from llm_embed.train.resume import AtomicCheckpointIO
 
 def torn_save(obj, f, *args, **kwargs):  # half a file, then the kernel's SIGKILL
     f.write(b"PK\\x03\\x04" + b"\\0" * 1000)

@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from llm_embed.data.generators import (
@@ -26,15 +26,9 @@ from llm_embed.data.generators import (
 )
 from llm_embed.data.pairs import check_on_bad_line, read_pairs, validate_pairs_file
 from llm_embed.errors import UserError
-from llm_embed.resume import EpochShuffleSampler, ResumableDataLoader
+from llm_embed.train.resume import EpochShuffleSampler, ResumableDataLoader
 
 log = logging.getLogger(__name__)
-
-
-def _info(msg: str, *args: object) -> None:
-    """Log on global rank zero only (setup runs on every process)."""
-    if rank_zero_only.rank == 0:
-        log.info(msg, *args)
 
 
 class PairDataset(Dataset):
@@ -187,7 +181,7 @@ class PairDataModule(L.LightningDataModule):
         self.train_pairs, self.val_pairs = train, val
         if stage in (None, "fit"):
             self._check_enough_train_pairs()
-        _info("pairs %s: %d train, %d val", path, len(train), len(val))
+        rank_zero_info(f"pairs {path}: {len(train)} train, {len(val)} val")  # setup runs on every process
 
     def _check_enough_train_pairs(self) -> None:
         if len(self.train_pairs) < self.batch_size:
@@ -200,7 +194,7 @@ class PairDataModule(L.LightningDataModule):
         """Seeded shuffle, full batches only.
 
         The order is a function of (seed, epoch) and the loader checkpoints its position, so a run
-        resumed mid-epoch sees the same batches as an uninterrupted one (``llm_embed.resume``).
+        resumed mid-epoch sees the same batches as an uninterrupted one (``llm_embed.train.resume``).
         Under DDP Lightning wraps the sampler in a DistributedSamplerWrapper (which forwards
         ``set_epoch``), so each rank reads its share of the same permutation.
         """
@@ -231,3 +225,21 @@ class PairDataModule(L.LightningDataModule):
             collate_fn=collate_pairs,
             num_workers=self.num_workers,
         )
+
+
+def generate_pairs(data: PairDataModule) -> str:
+    """Generate (or find in the cache) the pairs ``data`` names, as ``fit`` would; return the report.
+
+    The pairs land in the cache entry that a run with the same ``data`` section trains on; a killed
+    generation continues where it stopped. Returns the pairs file and its filter report as text.
+    """
+    from llm_embed.data.filters import format_report
+    from llm_embed.data.pairs import read_manifest
+
+    if data.pairs_file is not None:
+        raise UserError(
+            f"the config trains on pairs_file {data.pairs_file}: there is nothing to generate; "
+            "remove data.pairs_file to generate pairs from data.source"
+        )
+    data.prepare_data()
+    return f"pairs: {data.cache_path}\n{format_report(read_manifest(data.cache_path) or {})}"

@@ -12,6 +12,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass
 from difflib import SequenceMatcher
+from typing import Any
 
 # The reasons, in the order they are checked (the first that applies is counted).
 REASONS = (
@@ -170,3 +171,21 @@ def rejection(
     if seen is not None and norm in seen:
         return "duplicate", cleaned
     return None, cleaned
+
+
+def format_report(manifest: dict[str, Any]) -> str:
+    """The filter report of a pairs manifest as a few aligned lines, reasons in filter order."""
+    report = manifest.get("report") or {}
+    if not report:
+        return f"{manifest.get('num_pairs', '?')} pairs ({manifest.get('generator')}: no filter report)"
+    gens = max(1, report["generations"])
+    lines = [
+        f"sources {report['sources']}, generations {report['generations']}, "
+        f"kept {report['kept']} ({report['kept'] / max(1, report['sources']):.1%} of sources), "
+        f"dropped after retries {report['dropped']}",
+        "rejected generations by filter:",
+    ]
+    for reason in REASONS:
+        count = report["rejected"].get(reason, 0)
+        lines.append(f"  {reason:<17} {count:>6}  ({count / gens:.1%} of generations)")
+    return "\n".join(lines)

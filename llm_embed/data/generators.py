@@ -27,6 +27,7 @@ from typing import ClassVar, NamedTuple
 
 from llm_embed.data.corpora import wordnet_unlabelled_sentences
 from llm_embed.data.pairs import pair_problem, write_manifest, write_pairs
+from llm_embed.data.seeding import sample_indices, text_rng, texts_hash
 from llm_embed.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,7 @@ class AugmentPairs(PairGenerator):
             words = text.split()
             if len(words) < self.min_words:
                 continue
-            # A str seed is hashed with SHA-512, so it is stable across runs (unlike hash()).
-            rng = random.Random(f"{seed}\x1f{text}")
+            rng = text_rng(seed, text)
             anchor_words = self.augment(words, rng) if self.both_sides else words
             positive_words = self.augment(words, rng)
             if positive_words == anchor_words:
@@ -236,7 +236,7 @@ def sample_source(texts: Sequence[str], num: int, seed: int) -> list[str]:
     """A seeded subsample of ``num`` texts in source order (all of them when ``num >= len``)."""
     if num >= len(texts):
         return list(texts)
-    keep = sorted(random.Random(seed).sample(range(len(texts)), num))
+    keep = sample_indices(len(texts), num, seed)
     return [texts[i] for i in keep]
 
 
@@ -251,7 +251,7 @@ def cache_key(texts: Sequence[str], generator: PairGenerator, *, num_source: int
         "settings": generator.settings(),
         "num_source": num_source,
         "seed": seed,
-        "texts": hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest(),
+        "texts": texts_hash(texts),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

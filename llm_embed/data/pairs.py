@@ -4,7 +4,7 @@ Extra keys (``"instruction"``, ``"source"``, ...) are allowed and kept, so a gen
 how a pair was made. A generated pairs file may have a manifest beside it
 (``<name>.manifest.json``) that says which generator, settings and source produced it.
 
-Files are written atomically (a temp file in the same folder, then ``os.replace``): a killed run
+Files are written atomically (:func:`llm_embed._fs.atomic_write`): a killed run
 leaves either the old file or the new one, never half of one, so a cache hit is always complete.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from llm_embed._fs import atomic_write_text
 from llm_embed.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -116,23 +116,6 @@ def read_pairs(path: str | os.PathLike[str], *, on_bad_line: str = "error") -> l
     return pairs
 
 
-def _atomic_write_text(path: Path, chunks: Iterable[str]) -> None:
-    """Write to a temp file beside ``path``, fsync, then ``os.replace``: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache should stay readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_pairs(path: str | os.PathLike[str], pairs: Iterable[Mapping[str, Any]]) -> Path:
     """Write pairs as JSONL atomically; raises ValueError on an invalid pair or an empty list."""
     rows = []
@@ -144,7 +127,7 @@ def write_pairs(path: str | os.PathLike[str], pairs: Iterable[Mapping[str, Any]]
     if not rows:
         raise ValueError("pairs is empty; a pairs file needs at least one pair")
     p = Path(path)
-    _atomic_write_text(p, rows)
+    atomic_write_text(p, "".join(rows))
     return p
 
 
@@ -157,9 +140,7 @@ def manifest_path(pairs_path: str | os.PathLike[str]) -> Path:
 def write_manifest(pairs_path: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
     """Write the manifest JSON beside a pairs file, atomically."""
     p = manifest_path(pairs_path)
-    _atomic_write_text(
-        p, [json.dumps(dict(manifest), indent=2, ensure_ascii=False, sort_keys=True) + "\n"]
-    )
+    atomic_write_text(p, json.dumps(dict(manifest), indent=2, ensure_ascii=False, sort_keys=True) + "\n")
     return p
 
 

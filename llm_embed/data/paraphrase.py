@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from typing import Any, ClassVar
 
 from llm_embed.data.filters import REASONS, FilterSettings, normalize, rejection
 from llm_embed.data.generators import PairGenerator
+from llm_embed.data.seeding import text_rng, texts_hash
 from llm_embed.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def _chunk_seed(seed: int, chunk: int, attempt: int) -> int:
 
 
 def _texts_hash(texts: Sequence[str]) -> str:
-    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()[:16]
+    return texts_hash(texts)[:16]
 
 
 class LLMParaphrasePairs(PairGenerator):
@@ -199,7 +199,7 @@ class LLMParaphrasePairs(PairGenerator):
     # -- the generator ----------------------------------------------------------------------------
     def instruction_for(self, text: str, seed: int) -> int:
         """The instruction index of ``text``: a draw from ``(seed, text)``, independent of order."""
-        return random.Random(f"{seed}\x1f{text}").randrange(len(self.instructions))
+        return text_rng(seed, text).randrange(len(self.instructions))
 
     def generate(
         self, texts: Sequence[str], *, seed: int, resume_file: str | Path | None = None

@@ -32,7 +32,8 @@ from mteb.abstasks.clustering import AbsTaskClustering
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from llm_embed.data import corpora
-from llm_embed.errors import UserError
+from llm_embed.data.seeding import sample_indices
+from llm_embed.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class LocalClusteringTask(AbsTaskClustering):
         cap = self.size_cap
         if cap is not None and len(texts) > cap:
             # A separate Random, so mteb's own rng_state (the bootstrap stream) stays untouched.
-            keep = sorted(random.Random(self.seed).sample(range(len(texts)), cap))
+            keep = sample_indices(len(texts), cap, self.seed)
             texts = [texts[i] for i in keep]
             labels = [labels[i] for i in keep]
         if len(set(labels)) < 2:
@@ -350,8 +351,7 @@ def load_task_data(task: AbsTask) -> None:
         with preserve_global_rng():
             task.load_data()
     except Exception as e:  # datasets/hub raise many types; all mean "cannot load"
-        first_line = (str(e).strip().splitlines() or [""])[0]
         raise UserError(
-            f"could not load MTEB task {name}: no network? ({type(e).__name__}: {first_line}); "
+            f"could not load MTEB task {name}: no network? ({type(e).__name__}: {first_line(e)}); "
             f"pre-download it into the HF datasets cache or use a local task ({', '.join(LOCAL_TASKS)})"
         ) from e

@@ -1,9 +1,10 @@
 """What a killed training run needs to resume exactly: atomic checkpoints, safe loading, replayable randomness.
 
-- :class:`AtomicCheckpointIO` writes each checkpoint to a temporary file in the same folder,
-  fsyncs it and renames it over the old one. Lightning's own writer stages the file in the system
-  temp folder and moves it, which is a copy (not atomic) when that folder is another file
-  system, so a kill during the copy can leave a truncated ``last.ckpt``.
+- :class:`AtomicCheckpointIO` writes each checkpoint atomically (:mod:`llm_embed._fs`: a
+  temporary file in the same folder, fsynced and renamed over the old one). Lightning's own
+  writer stages the file in the system temp folder and moves it, which is a copy (not atomic)
+  when that folder is another file system, so a kill during the copy can leave a truncated
+  ``last.ckpt``.
 - :func:`read_checkpoint` loads with ``weights_only=True`` and turns a missing, corrupt or foreign
   file into one-line errors; :func:`check_checkpoint_matches` refuses a checkpoint of another
   LoRA configuration, which non-strict loading would otherwise skip silently.
@@ -17,9 +18,7 @@
 
 from __future__ import annotations
 
-import glob
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +28,8 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Sampler
 
-from llm_embed.errors import UserError
+from llm_embed._fs import atomic_write, remove_stale_temps
+from llm_embed.errors import UserError, first_line
 
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
@@ -39,33 +39,14 @@ RESUME_HINT = "checkpoints/<run>/checkpoints/last.ckpt"
 
 # -- writing and reading checkpoints --------------------------------------------------------------
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temp file beside ``path``, fsync, rename: readers see the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # temp files of a writer killed mid-save (one writer per path: rank zero)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    """``torch.save`` through :func:`llm_embed._fs.atomic_write`: readers see the old or the new file."""
+    remove_stale_temps(path)  # of a writer killed mid-save (one writer per path: rank zero)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (no-op where directories cannot be opened)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+
+    atomic_write(path, write)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -77,12 +58,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         checkpoint = torch.load(p, map_location="cpu", weights_only=True)
-    except (
-        Exception
-    ) as err:  # truncated zip, random bytes, pickled objects that weights_only refuses
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    except Exception as err:  # truncated zip, random bytes, pickled objects that weights_only refuses
         raise UserError(
-            f"checkpoint {p} cannot be loaded ({type(err).__name__}: {first}): it is corrupt or not a "
+            f"checkpoint {p} cannot be loaded ({type(err).__name__}: {first_line(err, 160)}): it is corrupt or not a "
             "safe checkpoint; use another .ckpt of the run, or start again without --ckpt_path"
         ) from None
     if not isinstance(checkpoint, dict) or not {"state_dict", "loops"} <= checkpoint.keys():

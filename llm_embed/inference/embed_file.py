@@ -4,7 +4,7 @@ Inputs: ``.txt`` (one text per line; its id is the line number) or ``.jsonl`` (o
 line; the text under ``field``, the id under ``id_field`` or else the line number). A first
 pass reads the whole file once to validate it and count the texts, so bad input stops the run
 before anything is written. The second pass streams it in chunks of ``chunk_size`` texts: each
-chunk is embedded in length-sorted batches through :meth:`Encoder.encode` and written atomically
+chunk is embedded by one :meth:`Encoder.encode` call (length-sorted batches) and written atomically
 to ``<out>.parts/chunk-NNNNNN.npz`` together with a digest of its ids and texts. A restarted run
 reuses every chunk whose digest still matches, so it continues where the killed one stopped and
 never reuses a chunk of other texts. At the end the chunks are copied into ``<out>`` through a
@@ -17,15 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_embed.errors import UserError
+from llm_embed._fs import atomic_write, atomic_write_text
+from llm_embed.errors import UserError, first_line
 
 if TYPE_CHECKING:
     import numpy as np
@@ -174,26 +173,13 @@ def digest(chunk: list[tuple[int | str, str]]) -> str:
 
 
 # -- writing --------------------------------------------------------------------------------------
-def _atomic(path: Path, write: Any, suffix: str = ".tmp") -> None:
-    """Call ``write(tmp_path)`` on a temp path beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save_chunk(
     path: Path, emb: np.ndarray, ids: list[int | str], digest_: str, truncated: int
 ) -> None:
     import numpy as np
 
     def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:
+        with tmp.open("wb") as f:  # a file object: np.savez would append .npz to a name
             np.savez(
                 f,
                 emb=emb,
@@ -201,10 +187,8 @@ def _save_chunk(
                 digest=np.asarray(digest_),
                 truncated=np.asarray(truncated),
             )
-            f.flush()
-            os.fsync(f.fileno())
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def _load_chunk(path: Path) -> dict[str, Any] | None:
@@ -381,6 +365,47 @@ def embed_file(
     return Summary(stats.texts, dim, n_chunks, reused, truncated, stats.skipped_empty, out, parquet)
 
 
+def encode_file(
+    model: str,
+    input: str | Path,
+    out: str | Path,
+    *,
+    pooling: str | None = None,
+    prompt: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> Summary:
+    """Check the input, load ``model`` with the one ``--model`` loader, and :func:`embed_file` it.
+
+    Bad input fails before the model loads. ``device`` defaults to cuda where available;
+    ``options`` are :func:`embed_file`'s (parquet, overwrite, batch_size, chunk_size, field,
+    id_field, skip_empty).
+    """
+    import torch
+
+    from llm_embed.inference.load import load_encoder
+
+    stats = prepare(input, out, **options)
+    encoder = load_encoder(model, command="encode", pooling=pooling, prompt=prompt)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        encoder.to(torch.device(device))
+    except (RuntimeError, AssertionError) as err:  # a bad name, or CUDA missing from this torch
+        raise UserError(
+            f"device {device!r} is not usable here ({first_line(err, 120)}): pass --device cpu"
+        ) from None
+    return embed_file(
+        encoder,
+        input,
+        out,
+        progress=progress,
+        model_id=model_fingerprint(model),
+        stats=stats,
+        **options,
+    )
+
+
 def _open_parts(parts: Path, manifest: dict[str, Any]) -> None:
     """Create the parts folder, or check that the one there was made with the same settings."""
     file = parts / MANIFEST
@@ -402,22 +427,12 @@ def _open_parts(parts: Path, manifest: dict[str, Any]) -> None:
             stale.unlink(missing_ok=True)
         return
     parts.mkdir(parents=True, exist_ok=True)
-    _atomic(
-        file, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    )
+    atomic_write_text(file, json.dumps(manifest, indent=2) + "\n")
 
 
 def _embed_chunk(encoder: Encoder, texts: list[str], batch_size: int, bar: Any) -> np.ndarray:
-    """Length-sorted batches (little padding) through :meth:`Encoder.encode`; rows in input order."""
-    import numpy as np
-
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    emb = np.empty((len(texts), encoder.embed_dim), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        emb[idx] = encoder.encode([texts[i] for i in idx], batch_size=len(idx)).numpy()
-        bar.update(len(idx))
-    return emb
+    """One :meth:`Encoder.encode` call per chunk (length-sorted batches, rows in input order)."""
+    return encoder.encode(texts, batch_size=batch_size, on_batch=bar.update).numpy()
 
 
 def _assemble(
@@ -446,7 +461,7 @@ def _assemble(
         del array
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(out, write_npy, suffix=".npy")
+    atomic_write(out, write_npy, suffix=".npy")
     if parquet is None:
         return
     import pyarrow as pa
@@ -468,4 +483,4 @@ def _assemble(
                 )
 
     parquet.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(parquet, write_parquet, suffix=".parquet")
+    atomic_write(parquet, write_parquet, suffix=".parquet")

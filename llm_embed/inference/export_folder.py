@@ -1,0 +1,162 @@
+"""Export a trained run (or a base model) as a plain Hugging Face folder that sentence-transformers also loads.
+
+One folder serves both, so the merged weights are written once::
+
+    out/
+      config.json  model.safetensors  tokenizer.json ...   merged backbone: AutoModel.from_pretrained(out)
+      llm_embed.json                    Encoder arguments but backbone: pooling, prompt, max_text_tokens, ...
+      modules.json  config_sentence_transformers.json       one module, llm_embed.inference.st_module.LLMEmbedTransformer
+      README.md                         what the vectors are and the three ways to load them
+
+Everything goes through :class:`~llm_embed.encoder.Encoder`: the export wraps the encoder that
+:mod:`llm_embed.inference.load` builds from ``--model``, and the sentence-transformers module
+rebuilds one from ``llm_embed.json`` (read by the same loader), so pooling and prompt code exist
+once. The folder is written atomically (:func:`llm_embed._fs.atomic_write_dir`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from llm_embed._fs import atomic_write_dir
+from llm_embed.errors import UserError
+from llm_embed.inference.load import EXPORT_CONFIG, is_export, load_encoder, read_encoder_config
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from llm_embed.encoder import Encoder
+
+log = logging.getLogger(__name__)
+
+# The one class an export's modules.json names; exports written before it moved name the old
+# path, which stays importable (llm_embed/st_module.py re-exports it).
+ST_MODULE = "llm_embed.inference.st_module.LLMEmbedTransformer"
+ST_MODULE_NAMES = (ST_MODULE, "llm_embed.st_module.LLMEmbedTransformer")
+
+
+# -- export -----------------------------------------------------------------------------------------
+def _readme(encoder: Encoder, source: str) -> str:
+    from llm_embed import __version__
+
+    config = encoder.config_dict
+    return f"""# {Path(source).name or source} (llm-embed export)
+
+Text embeddings from the decoder `{config["backbone"]}`{" with its LoRA adapter merged" if source != config["backbone"] else ""},
+exported by llm-embed {__version__} from `{source}`.
+
+| setting | value |
+|---|---|
+| pooling | `{json.dumps(config["pooling"])}` |
+| prompt template | `{config["prompt"]}` |
+| max_text_tokens | {config["max_text_tokens"]} (each text is cut to this many tokens before templating) |
+| normalize | {config["normalize"]} (cosine similarity = dot product) |
+| layer | {config["layer"]} |
+| dimension | {encoder.embed_dim} |
+
+## sentence-transformers
+
+```python
+from llm_embed.inference.export_folder import load_sentence_transformer
+model = load_sentence_transformer("path/to/this/folder")
+embeddings = model.encode(["a man is driving a car"])
+```
+
+The folder's one module is `{ST_MODULE}` from the installed `llm_embed`
+package (no code ships in this folder). sentence-transformers >= 6 imports classes outside its own
+namespace only with `trust_remote_code=True`: `load_sentence_transformer` checks that
+`modules.json` names nothing else and passes the flag; `SentenceTransformer(path,
+trust_remote_code=True)` works too. A `prompt=` given to `encode` replaces the template above.
+
+## llm-embed
+
+```python
+from llm_embed.inference.load import load_exported
+encoder = load_exported("path/to/this/folder")
+embeddings = encoder.encode(["a man is driving a car"])
+```
+
+or from the shell: `python -m llm_embed.encode --model path/to/this/folder --input texts.txt --out emb.npy`.
+
+## Plain transformers
+
+`AutoModel.from_pretrained(path)` loads the merged weights and the hidden states. To get the same
+vectors, apply the template and the pooling of `{EXPORT_CONFIG}` as `llm_embed.encoder.Encoder` does.
+"""
+
+
+def export_model(
+    model: str,
+    out: str | Path,
+    *,
+    pooling: str | None = None,
+    prompt: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Merge, then write ``out`` (see the module docstring); returns ``out``.
+
+    Raises:
+        UserError: ``out`` exists without ``overwrite``, or the model cannot be loaded.
+    """
+    out = Path(out).expanduser()
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists: pick another --out or pass --overwrite")
+    encoder = load_encoder(model, command="export", pooling=pooling, prompt=prompt)
+    from sentence_transformers import SentenceTransformer
+
+    from llm_embed.inference.st_module import LLMEmbedTransformer
+
+    def write(tmp: Path) -> None:
+        st = SentenceTransformer(
+            modules=[LLMEmbedTransformer(encoder=encoder)], device=str(encoder.device)
+        )
+        st.save(str(tmp), create_model_card=False)
+        (tmp / "README.md").write_text(_readme(encoder, model), encoding="utf-8")
+
+    atomic_write_dir(out, write)
+    log.info(
+        "exported %s to %s (%d-d, pooling %s)", model, out, encoder.embed_dim, encoder.pooling.name
+    )
+    return out
+
+
+def load_sentence_transformer(
+    path: str | Path, *, trust_remote_code: bool = False, **kwargs: Any
+) -> SentenceTransformer:
+    """``SentenceTransformer(path)`` for an llm-embed export, after checking what it would import.
+
+    sentence-transformers needs ``trust_remote_code=True`` to import any class outside its own
+    namespace, even one from an installed package. This passes that flag only when
+    ``modules.json`` names llm-embed's module and nothing else, and the export does not ask to
+    run model code from its folder (``trust_remote_code`` in ``llm_embed.json``, set only when the
+    training config turned it on); for such an export, pass ``trust_remote_code=True`` yourself
+    after reading that code. The class reference has two dots, which transformers' dynamic
+    loader rejects, so the class always comes from the installed ``llm_embed``, never the folder.
+    """
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(path).expanduser()
+    modules_file = path / "modules.json"
+    if not modules_file.is_file() or not is_export(path):
+        raise UserError(
+            f"{path} is not an llm-embed export (no modules.json or {EXPORT_CONFIG}): run python -m llm_embed.export"
+        )
+    try:
+        types = [m["type"] for m in json.loads(modules_file.read_text(encoding="utf-8"))]
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(f"{modules_file} is unreadable ({err}): re-export the model") from None
+    if len(types) != 1 or types[0] not in ST_MODULE_NAMES:
+        others = ", ".join(t for t in types if t not in ST_MODULE_NAMES) or "none"
+        raise UserError(
+            f"{modules_file} names other modules ({others}) than {ST_MODULE}: inspect them, and "
+            "load with SentenceTransformer(path, trust_remote_code=True) if you trust them"
+        )
+    if read_encoder_config(path / EXPORT_CONFIG).get("trust_remote_code") and not trust_remote_code:
+        raise UserError(
+            f"{path} runs model code shipped in its folder (trust_remote_code in {EXPORT_CONFIG}): "
+            "read that code, then pass trust_remote_code=True"
+        )
+    return SentenceTransformer(str(path), trust_remote_code=True, **kwargs)

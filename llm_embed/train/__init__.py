@@ -1,0 +1,1 @@
+"""What training needs beyond the LightningModule: GradCache, cross-device negatives, exact resume, the fit launcher."""

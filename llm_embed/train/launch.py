@@ -1,0 +1,104 @@
+"""The fit command's library side: LightningCLI for the config, then a resumable, tidy ``Trainer.fit``.
+
+:func:`parse_fit` builds model, data and trainer from configs and flags (LightningCLI, run=False);
+a missing or corrupt ``--ckpt_path`` fails there, before a model loads or a file is written.
+:func:`fit` checks that the checkpoint fits the model, installs atomic checkpoints and per-step
+reseeding (:mod:`llm_embed.train.resume`), trains, and removes the run folder of a run that
+failed before its first checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningCLI
+
+from llm_embed.data.datamodule import PairDataModule
+from llm_embed.errors import UserError
+from llm_embed.module import EmbeddingModule
+from llm_embed.train import resume
+
+log = logging.getLogger(__name__)
+
+# --ckpt_path values that Lightning resolves itself
+LIGHTNING_CKPT_ALIASES = ("last", "best", "hpc", "registry")
+
+
+class FitCLI(LightningCLI):
+    """LightningCLI with ``--ckpt_path`` (read early) and one-line errors for bad constructor values."""
+
+    checkpoint: dict[str, Any] | None = None
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="Resume from this checkpoint (e.g. checkpoints/<run>/checkpoints/last.ckpt).",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        # A missing or corrupt checkpoint fails here, before a model loads or a file is written.
+        # Lightning's aliases and sharded (folder) checkpoints are Lightning's to check.
+        ckpt = self.config.get("ckpt_path")
+        if ckpt and ckpt not in LIGHTNING_CKPT_ALIASES and not Path(ckpt).expanduser().is_dir():
+            self.checkpoint = resume.read_checkpoint(ckpt)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # the constructors' one-line checks (lr=-1, on_bad_line=...)
+            raise UserError(
+                f"bad config value: {err} (fix it in the config or on the command line)"
+            ) from None
+
+
+def parse_fit(args: list[str] | None = None) -> FitCLI:
+    """Parse configs and flags and build model, data and trainer (nothing trains yet)."""
+    return FitCLI(
+        EmbeddingModule,
+        PairDataModule,
+        run=False,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False},
+    )
+
+
+def _new_dirs(path: Path) -> Path | None:
+    """The outermost missing folder on the way to ``path`` (None if ``path`` exists)."""
+    top = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        top = folder
+    return top
+
+
+def fit(cli: FitCLI) -> None:
+    """Train what :func:`parse_fit` built; the resolved config lands in the run folder."""
+    ckpt_path = cli.config.get("ckpt_path")
+    if cli.checkpoint is not None:
+        resume.check_checkpoint_matches(cli.checkpoint, cli.model, ckpt_path)
+        cli.checkpoint = None  # Lightning reads the file again; keep one copy in memory at most
+    resume.install(cli.trainer, cli.config.get("seed_everything"))
+    log_dir = cli.trainer.log_dir
+    created = _new_dirs(Path(log_dir)) if log_dir and cli.trainer.is_global_zero else None
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    except BaseException:
+        # Bad pairs, a NaN at the first step, ...: a run folder without a checkpoint is only clutter.
+        if created is not None and created.is_dir() and not any(created.rglob("*.ckpt")):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+    encoder = cli.model.encoder
+    if encoder.num_truncated:
+        log.info(
+            "%d texts were longer than max_text_tokens=%d and were cut to it (training, validation "
+            "and evaluation together); raise model.encoder.init_args.max_text_tokens to keep more",
+            encoder.num_truncated,
+            encoder.max_text_tokens,
+        )
