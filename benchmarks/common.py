@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from llm_embed._machine import matmul_peak, sync  # noqa: F401  (the benchmarks' yardstick)
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -155,32 +157,6 @@ def forward_flops(config: Any, n_params: int, lengths: Sequence[int]) -> float:
     d_attn = config.num_attention_heads * head_dim
     L = config.num_hidden_layers
     return float(sum(2 * n_params * n + 4 * L * d_attn * n * n for n in lengths))
-
-
-def sync(device: torch.device | str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def matmul_peak(
-    device: torch.device | str, dtype: torch.dtype, *, size: int | None = None, seconds: float = 1.0
-) -> float:
-    """This machine's achievable matmul FLOP/s: the best of repeated square products (same dtype as the model)."""
-    device = torch.device(device)
-    size = size or (8192 if device.type == "cuda" else 1024)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    best, start = float("inf"), time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        sync(device)
-        best = min(best, (time.perf_counter() - t0) / 5)
-    return 2 * size**3 / best
 
 
 def timed(fn: Callable[[], Any], device: torch.device | str) -> tuple[float, Any]:

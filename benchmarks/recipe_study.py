@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import matmul_peak
+from llm_embed._machine import matmul_peak
 
 BASE_CONFIGS = ("configs/default.yaml", "configs/recipe/screen.yaml")
 SCORES_FILE = "mteb_scores.json"  # written by ClusteringEvalCallback into the run folder
@@ -231,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     results = args.out / "results.json"
     records = json.loads(results.read_text()) if results.is_file() else []
     if not args.render:
-        gflops = matmul_peak("cpu", __import__("torch").float32) / 1e9
+        gflops = matmul_peak() / 1e9
         print(f"machine: {gflops:.0f} GFLOP/s fp32 matmul on {os.cpu_count()} CPUs", flush=True)
         for name in only:
             for seed in seeds if "fit" in rows[name] else [0]:

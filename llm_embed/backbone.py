@@ -68,7 +68,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 
     log.info("converting %s to a Hugging Face folder at %s (once)", gguf.name, out)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     # The dequantized weights are plain fp32: drop the GGUF quantizer so save_pretrained writes them as is.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -92,7 +94,9 @@ def resolve(name: str) -> str:
                 gguf.unlink(missing_ok=True)  # an assembled copy; the chunks stay installed
         return str(out)
     if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
-        raise UserError(f"model folder {name!r} not found: give an existing folder, a hub id or one of {sorted(PACKAGED)}")
+        raise UserError(
+            f"model folder {name!r} not found: give an existing folder, a hub id or one of {sorted(PACKAGED)}"
+        )
     return str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name
 
 
@@ -130,7 +134,9 @@ def four_bit_config(compute_dtype: str = "bfloat16") -> Any:
             "on a CUDA machine, or set load_in_4bit false"
         )
     if not torch.cuda.is_available():
-        raise UserError("load_in_4bit needs a CUDA GPU and none is visible: set load_in_4bit false on this machine")
+        raise UserError(
+            "load_in_4bit needs a CUDA GPU and none is visible: set load_in_4bit false on this machine"
+        )
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -180,7 +186,11 @@ def load_backbone(
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         return auto.from_pretrained(
-            path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code, **extra, **kwargs
+            path,
+            dtype=getattr(torch, dtype),
+            trust_remote_code=trust_remote_code,
+            **extra,
+            **kwargs,
         )
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from err

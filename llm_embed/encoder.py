@@ -25,7 +25,6 @@ from llm_embed.prompts import PromptTemplate, get_prompt
 log = logging.getLogger(__name__)
 
 
-
 def attention_kernels() -> AbstractContextManager[None]:
     """Let SDPA use the flash, memory-efficient or math kernels, not cuDNN's.
 

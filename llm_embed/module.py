@@ -266,4 +266,3 @@ def unwrapped(name: str) -> str:
     for part in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod."):
         name = name.replace(part, "")
     return name
-

@@ -101,7 +101,9 @@ class PromptMaskedMeanPooling(Pooling):
 
     def forward(self, hidden, mask, *, prompt_mask=None):
         if prompt_mask is None:
-            raise ValueError("prompt_masked_mean pooling needs prompt_mask; encode through llm_embed.Encoder")
+            raise ValueError(
+                "prompt_masked_mean pooling needs prompt_mask; encode through llm_embed.Encoder"
+            )
         content = mask.bool() & ~prompt_mask.bool()  # (B, T)
         empty = ~content.any(dim=1, keepdim=True)  # (B, 1)
         return _masked_mean(hidden, torch.where(empty, mask.bool(), content))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -73,6 +74,12 @@ def test_fit_smoke_writes_every_output(tiny_model_dir, tmp_path, monkeypatch, ru
 
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 3
+    # the yardstick for every timing: the machine's matmul rate, printed before and after training
+    log = proc.stdout + proc.stderr
+    assert re.search(r"machine: \d+ GFLOP/s fp32 matmul", log), log[-2000:]
+    assert re.search(r"fit took \d+\.\d min \(machine: \d+ GFLOP/s", log), log[-2000:]
+    saved = json.loads((run / "mteb_scores.json").read_text())  # the callback's scores, as plain JSON
+    assert [h["stage"] for h in saved["history"]] == ["baseline", "validation"]
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, match: str) -> None:

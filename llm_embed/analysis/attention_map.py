@@ -386,7 +386,9 @@ def attention_report(
     for run in runs:
         source = resolve_model(run)
         if source.kind != "run":
-            raise UserError(f"{run} is not a trained run (no model/encoder.json): pass checkpoints/<run>")
+            raise UserError(
+                f"{run} is not a trained run (no model/encoder.json): pass checkpoints/<run>"
+            )
         if source.model != model:
             raise UserError(
                 f"run {run} was trained on {source.model!r}, not {model!r}: pass --model {source.model}"

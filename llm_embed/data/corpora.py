@@ -62,7 +62,9 @@ def wordnet_dir() -> Path:
             path = Path(os.environ[env])
             if (path / "data.noun").is_file():
                 return path
-            raise UserError(f"${env}={path} holds no WordNet data.noun: point it at WordNet's dict folder")
+            raise UserError(
+                f"${env}={path} holds no WordNet data.noun: point it at WordNet's dict folder"
+            )
     for candidate in _WORDNET_DIRS:
         if (Path(candidate) / "data.noun").is_file():
             return Path(candidate)
@@ -91,7 +93,9 @@ def parse_wordnet_line(line: str) -> Synset:
 def read_wordnet(pos: str) -> tuple[Synset, ...]:
     """All synsets of one part of speech (``noun``, ``verb``, ``adj``, ``adv``), in file order."""
     if pos not in WORDNET_POS:
-        raise ValueError(f"pos={pos!r} is not a WordNet part of speech; use one of {sorted(WORDNET_POS)}")
+        raise ValueError(
+            f"pos={pos!r} is not a WordNet part of speech; use one of {sorted(WORDNET_POS)}"
+        )
     path = wordnet_dir() / WORDNET_POS[pos]
     synsets = []
     with path.open(encoding="utf-8", errors="replace") as f:

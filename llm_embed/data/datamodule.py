@@ -181,7 +181,9 @@ class PairDataModule(L.LightningDataModule):
         self.train_pairs, self.val_pairs = train, val
         if stage in (None, "fit"):
             self._check_enough_train_pairs()
-        rank_zero_info(f"pairs {path}: {len(train)} train, {len(val)} val")  # setup runs on every process
+        rank_zero_info(
+            f"pairs {path}: {len(train)} train, {len(val)} val"
+        )  # setup runs on every process
 
     def _check_enough_train_pairs(self) -> None:
         if len(self.train_pairs) < self.batch_size:

@@ -140,7 +140,9 @@ def manifest_path(pairs_path: str | os.PathLike[str]) -> Path:
 def write_manifest(pairs_path: str | os.PathLike[str], manifest: Mapping[str, Any]) -> Path:
     """Write the manifest JSON beside a pairs file, atomically."""
     p = manifest_path(pairs_path)
-    atomic_write_text(p, json.dumps(dict(manifest), indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    atomic_write_text(
+        p, json.dumps(dict(manifest), indent=2, ensure_ascii=False, sort_keys=True) + "\n"
+    )
     return p
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from llm_embed._fs import atomic_write_text
 from llm_embed.errors import UserError
 from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.tasks import OFFLINE_SUITE, check_max_documents
@@ -143,10 +143,9 @@ class ClusteringEvalCallback(pl.Callback):
         if trainer.is_global_zero and trainer.log_dir is not None:
             # Plain numbers a script can read without TensorBoard (the recipe study does).
             path = Path(trainer.log_dir) / SCORES_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps({"tasks": self.tasks, "history": self.history}, indent=1))
-            os.replace(tmp, path)
+            atomic_write_text(
+                path, json.dumps({"tasks": self.tasks, "history": self.history}, indent=1)
+            )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Baseline before any update; rank 0 logs straight to the loggers (self.log is not allowed here)."""

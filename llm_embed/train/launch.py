@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
+from llm_embed._machine import describe_machine
 from llm_embed.data.datamodule import PairDataModule
 from llm_embed.errors import UserError
 from llm_embed.module import EmbeddingModule
@@ -87,6 +90,9 @@ def fit(cli: FitCLI) -> None:
     resume.install(cli.trainer, cli.config.get("seed_everything"))
     log_dir = cli.trainer.log_dir
     created = _new_dirs(Path(log_dir)) if log_dir and cli.trainer.is_global_zero else None
+    machine = describe_machine() if cli.trainer.is_global_zero else ""
+    rank_zero_info(f"machine: {machine}")
+    start = time.monotonic()
     try:
         cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
     except BaseException:
@@ -94,6 +100,7 @@ def fit(cli: FitCLI) -> None:
         if created is not None and created.is_dir() and not any(created.rglob("*.ckpt")):
             shutil.rmtree(created, ignore_errors=True)
         raise
+    rank_zero_info(f"fit took {(time.monotonic() - start) / 60:.1f} min (machine: {machine})")
     encoder = cli.model.encoder
     if encoder.num_truncated:
         log.info(

@@ -58,7 +58,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         checkpoint = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, random bytes, pickled objects that weights_only refuses
+    except (
+        Exception
+    ) as err:  # truncated zip, random bytes, pickled objects that weights_only refuses
         raise UserError(
             f"checkpoint {p} cannot be loaded ({type(err).__name__}: {first_line(err, 160)}): it is corrupt or not a "
             "safe checkpoint; use another .ckpt of the run, or start again without --ckpt_path"
