@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,6 +96,8 @@ def run_row(
     scores = read_scores(row, run_dir)
     minutes = None
     if scores is None:
+        if run_dir.exists():  # an interrupted run of this study: start it again from scratch
+            shutil.rmtree(run_dir)
         print(f"== {name} seed {seed}: {shlex.join(cmd[1:])}", flush=True)
         start = time.monotonic()
         subprocess.run(cmd, check=True)
