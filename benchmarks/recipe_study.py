@@ -166,7 +166,9 @@ def render(records: list[dict], rows: dict[str, dict], out: Path, base: str) -> 
         "V-measure under mteb's clustering protocol on the offline suite (all 2,225 BBC headlines, "
         "a seeded 500 of the full articles, 2,000 WordNet noun glosses). Each row changes one thing "
         f"from `{base}` (in brackets: the difference to it); ± is the sample SD over seeds. "
-        "Reproduce a row with `python -m benchmarks.recipe_study --only ROW [--seeds 0,1,2]`.",
+        "Reproduce a row with `python -m benchmarks.recipe_study --only ROW [--seeds 0,1,2]`. "
+        "Each timing stands beside the fp32 matmul rate measured just before that run; a low rate "
+        "means other work shared the CPU, so such a timing is no budget.",
         "",
         "| row | change | seeds | " + " | ".join(tasks) + " | mean |",
         "|---|---|---:|" + "---:|" * (len(tasks) + 1),
@@ -234,10 +236,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     results = args.out / "results.json"
     records = json.loads(results.read_text()) if results.is_file() else []
     if not args.render:
-        gflops = matmul_peak() / 1e9
-        print(f"machine: {gflops:.0f} GFLOP/s fp32 matmul on {os.cpu_count()} CPUs", flush=True)
         for name in only:
             for seed in seeds if "fit" in rows[name] else [0]:
+                gflops = matmul_peak() / 1e9  # before each run: the load on a machine changes
+                print(
+                    f"machine: {gflops:.0f} GFLOP/s fp32 matmul, {os.cpu_count()} CPUs", flush=True
+                )
                 record = run_row(name, rows[name], seed, args.runs, base_configs)
                 if record["minutes"] is not None:
                     record["gflops"] = round(gflops, 1)
