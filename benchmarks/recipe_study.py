@@ -32,9 +32,9 @@ from typing import Any
 import yaml
 
 from llm_embed._machine import matmul_peak
+from llm_embed.eval.callback import SCORES_FILE  # the run's own scores, written by its callback
 
 BASE_CONFIGS = ("configs/default.yaml", "configs/recipe/screen.yaml")
-SCORES_FILE = "mteb_scores.json"  # written by ClusteringEvalCallback into the run folder
 
 
 def load_rows(path: Path) -> dict[str, dict[str, Any]]:
