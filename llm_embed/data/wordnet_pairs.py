@@ -16,6 +16,7 @@ from typing import ClassVar, Literal
 
 from llm_embed.data.corpora import Synset, read_wordnet
 from llm_embed.data.generators import PairGenerator
+from llm_embed.data.seeding import text_rng
 
 Positive = Literal["example", "lemmas"]
 
@@ -76,7 +77,7 @@ class WordNetPairs(PairGenerator):
             if key in seen:
                 skipped["same_synset"] += 1
                 continue
-            positive = self._positive(text, synset, random.Random(f"{seed}\x1f{text}"))
+            positive = self._positive(text, synset, text_rng(seed, text))
             if positive is None or positive == text:
                 skipped["no_positive"] += 1
                 continue
