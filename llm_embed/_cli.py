@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import os
 import sys
@@ -49,7 +50,7 @@ def parse(parser: ArgumentParser, argv: Sequence[str] | None) -> Any:
 
 
 def add_model_options(parser: ArgumentParser) -> None:
-    """``--model`` (required), ``--pooling`` and ``--prompt``: the same three flags wherever a command loads a model."""
+    """``--model`` (required), ``--pooling``, ``--prompt`` and ``--trust-remote-code``: the same flags wherever a command loads a model."""
     from llm_embed.inference.load import MODEL_HELP
 
     parser.add_argument("--model", type=str, required=True, help=MODEL_HELP)
@@ -64,6 +65,16 @@ def add_model_options(parser: ArgumentParser) -> None:
         type=str | None,
         default=None,
         help="override the prompt name or template (default: the run's, or clustering)",
+    )
+    add_trust_remote_code(parser)
+
+
+def add_trust_remote_code(parser: ArgumentParser) -> None:
+    """``--trust-remote-code``: the one switch that lets a model folder's own Python code run."""
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="let the model run Python code shipped in its folder (read that code first)",
     )
 
 
@@ -117,7 +128,7 @@ def check_config_file(path: str | Path) -> None:
             f"config {path} is not UTF-8 text (byte {err.start}, line {line}): save it as UTF-8"
         ) from None
     try:
-        yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -128,6 +139,16 @@ def check_config_file(path: str | Path) -> None:
         raise UserError(
             f"config {path} is not valid YAML: {first_line(err, 500, lines=2)}"
         ) from None
+    if not isinstance(data, dict):
+        what = "is empty" if data is None else f"holds a YAML {_yaml_kind(data)}"
+        raise UserError(
+            f"config {path} {what}: a config maps option names to values "
+            "(e.g. 'trainer:' then '  max_steps: 100'); --print_config shows a complete one"
+        )
+
+
+def _yaml_kind(data: Any) -> str:
+    return "list" if isinstance(data, list) else f"scalar ({type(data).__name__})"
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
@@ -176,18 +197,58 @@ def run_cli(main: Callable[[], object]) -> int:
         pass
     try:
         main()
-    except UserError as err:
-        print(f"error: {first_line(err, 500, lines=2)}", file=sys.stderr)
+    except Exception as err:
+        line = error_line(err)
+        if line is None:
+            raise  # a bug: keep its traceback
+        print(f"error: {line}", file=sys.stderr)
         return 2
-    except Exception as err:  # jsonargparse's parse errors: show one line, not a usage dump
-        if (
-            type(err).__name__ in ("ArgumentError", "NSKeyError")
-            or "jsonargparse" in type(err).__module__
-        ):
-            print(
-                f"error: bad config or argument: {first_line(err, 500, lines=2)} (see --help)",
-                file=sys.stderr,
-            )
-            return 2
-        raise
     return 0
+
+
+# Fixes for the OS errors a user meets with paths and disks, by errno.
+_OS_FIXES = {
+    errno.EACCES: "choose a path you can write to, or fix its permissions",
+    errno.EPERM: "choose a path you can write to, or fix its permissions",
+    errno.EROFS: "the file system is read-only: write somewhere else",
+    errno.ENOSPC: "the disk is full: free space or write somewhere else",
+    errno.EDQUOT: "the disk quota is used up: free space or write somewhere else",
+    errno.ENOENT: "check that the path exists",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: fix the path",
+    errno.EISDIR: "the path is a folder: give a file path",
+    errno.ENAMETOOLONG: "use a shorter path",
+}
+
+
+def error_line(err: BaseException) -> str | None:
+    """The one line a user sees for ``err``, or None for an error that is a bug (traceback).
+
+    Bad input (UserError), bad flags or configs (jsonargparse), OS errors of paths and disks,
+    Lightning's configuration errors and the ``ValueError`` a constructor raises for a bad
+    argument are the user's to fix; anything else is ours.
+    """
+    if isinstance(err, UserError):
+        return first_line(err, 500, lines=2)
+    name, module = type(err).__name__, type(err).__module__
+    if name in ("ArgumentError", "NSKeyError") or "jsonargparse" in module:
+        return f"bad config or argument: {first_line(err, 500, lines=2)} (see --help)"
+    if isinstance(err, OSError) and err.errno in _OS_FIXES:
+        where = f" ({err.filename})" if err.filename else ""
+        return f"{err.strerror}{where}: {_OS_FIXES[err.errno]}"
+    if name == "MisconfigurationException" or (
+        isinstance(err, ValueError) and _raised_by_a_constructor_check(err)
+    ):
+        return f"{first_line(err, 500, lines=2)}: fix that option and run again"
+    return None
+
+
+def _raised_by_a_constructor_check(err: BaseException) -> bool:
+    """True if ``err`` was raised in llm-embed's or Lightning's own code (their argument checks),
+    not deep inside torch or numpy, where a ValueError is a bug to report, not an option to fix."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    parts = Path(tb.tb_frame.f_code.co_filename).parts
+    return "llm_embed" in parts or "lightning" in parts

@@ -15,7 +15,8 @@ import glob
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 FILE_MODE, DIR_MODE = 0o644, 0o755
@@ -116,3 +117,75 @@ def _swap_in(tmp: Path, out: Path) -> None:
         raise
     finally:
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def check_output(
+    path: str | os.PathLike[str],
+    *,
+    folder: bool,
+    overwrite: bool = True,
+    ours: Callable[[Path], bool] | None = None,
+    what: str = "--out",
+) -> Path:
+    """Check an output path before any model loads; returns it (``~`` expanded).
+
+    The target must be the right kind (a file path is not a folder, a folder path not a file); an
+    existing one is replaced only with ``overwrite`` and, when ``ours`` is given, only if
+    ``ours(path)`` says llm-embed wrote it; the parent folder is created and must take a file.
+    Raises UserError (one line naming the path and the fix).
+    """
+    from llm_embed.errors import UserError
+
+    path = Path(path).expanduser()
+    kind = "folder" if folder else "file"
+    if path.exists():
+        if folder != path.is_dir():
+            other = "a folder" if path.is_dir() else "a file"
+            raise UserError(f"{what} {path} is {other}, not a {kind}: give a {kind} path")
+        if not overwrite:
+            raise UserError(f"{path} already exists: pick another {what} or pass --overwrite")
+        if ours is not None and not ours(path):
+            raise UserError(
+                f"{path} exists and was not written by llm-embed: refusing to replace it; "
+                f"pick another {what}"
+            )
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise UserError(
+            f"{what} {path} cannot be written ({err.strerror or type(err).__name__}: "
+            f"{err.filename or parent}): choose a folder you can write to"
+        ) from None
+    return path
+
+
+@contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (a hidden ``.<name>.lock`` beside it) or fail at once.
+
+    Two processes writing the same output would interleave their chunks; the second one stops
+    with one line instead. The lock file is removed when the holder finishes.
+    """
+    import fcntl
+
+    from llm_embed.errors import UserError
+
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(
+            f"another {what} is writing {path}: wait for it to finish or pick another --out"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)

@@ -2,7 +2,7 @@
 
 Example::
 
-    python -m llm_embed.attention --model smollm2-135m-instruct --run checkpoints/default \\
+    python -m llm_embed.attention --model gemma3-270m --run checkpoints/default \\
         --out docs/attention.png
 
 Logs each row's content share and top tokens; logic lives in
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from llm_embed._cli import command_parser, parse, run_cli
+from llm_embed._cli import add_trust_remote_code, command_parser, parse, run_cli
 
 
 def cli_main(argv: list[str] | None = None) -> None:
@@ -22,8 +22,8 @@ def cli_main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--model",
         type=str,
-        default="smollm2-135m-instruct",
-        help="base model: packaged name, local folder or hub id (default: smollm2-135m-instruct)",
+        default="gemma3-270m",
+        help="base model: packaged name, local folder or hub id (default: gemma3-270m)",
     )
     p.add_argument(
         "--run",
@@ -38,11 +38,18 @@ def cli_main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--layer", type=int, default=-1, help="hidden layer (-1 = last)")
     p.add_argument("--out", type=str, default="checkpoints/attention.png", help="PNG to write")
+    add_trust_remote_code(p)
     args = parse(p, argv)
     from llm_embed.analysis.attention_map import attention_report
 
     attention_report(
-        args.model, args.run, text=args.text, prompt=args.prompt, layer=args.layer, out=args.out
+        args.model,
+        args.run,
+        text=args.text,
+        prompt=args.prompt,
+        layer=args.layer,
+        out=args.out,
+        trust_remote_code=args.trust_remote_code,
     )
 
 

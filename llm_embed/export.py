@@ -40,7 +40,12 @@ def cli_main(argv: list[str] | None = None) -> None:
     from llm_embed.inference.export_folder import export_model
 
     export_model(
-        args.model, args.out, pooling=args.pooling, prompt=args.prompt, overwrite=args.overwrite
+        args.model,
+        args.out,
+        pooling=args.pooling,
+        prompt=args.prompt,
+        overwrite=args.overwrite,
+        trust_remote_code=args.trust_remote_code,
     )
 
 

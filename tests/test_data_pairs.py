@@ -175,3 +175,32 @@ def test_manifest_beside_pairs(tmp_path: Path) -> None:
     assert read_manifest(pairs) is None
     write_manifest(pairs, {"generator": "augment", "num_pairs": 2})
     assert read_manifest(pairs) == {"generator": "augment", "num_pairs": 2}
+
+
+@pytest.mark.parametrize(
+    "pairs, match",
+    [
+        ([{"anchor": f"a{i % 3}", "positive": f"p{i % 3}"} for i in range(40)], "only 3 distinct pairs"),
+        ([{"anchor": f"a{i}", "positive": "same"} for i in range(40)], "every positive is the same"),
+        ([{"anchor": f"a{i}", "positive": f"a{i}" if i % 4 else f"p{i}"} for i in range(40)], "30 of 40"),
+    ],
+)
+def test_degenerate_pairs_are_named(pairs, match):
+    from llm_embed.data.pairs import degenerate_problem
+
+    assert match in degenerate_problem(pairs, batch_size=8)
+
+
+def test_ordinary_pairs_are_not_degenerate():
+    from llm_embed.data.pairs import degenerate_problem
+
+    pairs = [{"anchor": f"a{i}", "positive": f"a{i}" if i % 4 == 0 else f"p{i}"} for i in range(40)]
+    assert degenerate_problem(pairs, batch_size=8) is None  # a few copies are fine
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32"])
+def test_a_utf16_or_utf32_file_says_resave_as_utf8(tmp_path, encoding):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"anchor": "a", "positive": "b"}\n', encoding=encoding)  # writes the BOM
+    with pytest.raises(UserError, match=f"{encoding.upper()}.*re-save it as UTF-8"):
+        read_pairs(path, on_bad_line="skip")

@@ -116,7 +116,7 @@ def test_model_not_found(tmp_path, run_python):
 
 @pytest.mark.slow
 def test_fit_on_the_packaged_model(tmp_path, run_python):
-    """The real SmolLM2-135M-Instruct: a few LoRA steps, scored before and after on small task caps."""
+    """The real default backbone (Gemma-3-270M): a few LoRA steps, scored before and after on small caps."""
     args = [
         "--config", str(ROOT / "configs" / "default.yaml"),
         "--config", str(ROOT / "configs" / "augment-pairs.yaml"),
@@ -135,3 +135,24 @@ def test_fit_on_the_packaged_model(tmp_path, run_python):
     mean = scalars["mteb/mean_v_measure"]
     assert len(mean) == 2 and mean[0][0] == 0 < mean[1][0]
     assert mean[0][1] > 0.2  # the packaged model clusters far above chance (random-init models: < 0.1)
+
+
+def test_pairs_that_cannot_teach_stop_before_training(tmp_path, run_python, tiny_model_dir):
+    lines = [json.dumps({"anchor": f"text {i}", "positive": "the same answer"}) for i in range(80)]
+    (tmp_path / "same.jsonl").write_text("\n".join(lines) + "\n")
+    proc = run_python("-m", "llm_embed.fit", "--config", str(ROOT / "configs" / "default.yaml"),
+                      "--data.pairs_file", "same.jsonl", "--model.encoder.init_args.backbone",
+                      tiny_model_dir, cwd=tmp_path)  # fmt: skip
+    assert_one_line_error(proc, "every positive is the same text")
+    assert "data.check_pairs=false" in proc.stderr
+    assert not list((tmp_path / "checkpoints").rglob("*.ckpt"))  # nothing trained
+
+
+@pytest.mark.parametrize(
+    "text, what", [("- a\n- b\n", "holds a YAML list"), ("3\n", "holds a YAML scalar (int)"), ("", "is empty")]
+)
+@pytest.mark.parametrize("command", ["llm_embed.fit", "llm_embed.evaluate"])
+def test_a_config_that_is_not_a_mapping_says_what_a_config_looks_like(tmp_path, run_python, text, what, command):
+    (tmp_path / "c.yaml").write_text(text)
+    proc = run_python("-m", command, "--config", "c.yaml", cwd=tmp_path)
+    assert_one_line_error(proc, f"config c.yaml {what}: a config maps option names to values")

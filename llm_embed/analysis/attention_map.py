@@ -370,6 +370,7 @@ def attention_report(
     prompt: str = "clustering",
     layer: int = -1,
     out: str | Path = "checkpoints/attention.png",
+    trust_remote_code: bool = False,
 ) -> Path:
     """Plot the final token's attention for a base model and trained runs on one text; log each row.
 
@@ -379,8 +380,15 @@ def attention_report(
     Raises:
         UserError: a bad ``model`` or run, or a run trained on another backbone than ``model``.
     """
+    from llm_embed._fs import check_output
     from llm_embed.inference.load import load_encoder, resolve_model
+    from llm_embed.prompts import get_prompt
 
+    out = check_output(out, folder=False)
+    try:
+        get_prompt(prompt)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     base = resolve_model(model)
     tuned = {}  # checked before anything loads
     for run in runs:
@@ -396,7 +404,7 @@ def attention_report(
         tuned[f"fine-tuned ({Path(run).name})"] = source
     rows = {}
     for label, source in {"base": base, **tuned}.items():
-        encoder = load_encoder(source, command="attention")
+        encoder = load_encoder(source, command="attention", trust_remote_code=trust_remote_code)
         rows[label] = final_token_attention(encoder, text, prompt=prompt, layer=layer)
     for label, result in rows.items():
         top = ", ".join(f"{tok} {w:.3f}" for tok, w in result.top(5))

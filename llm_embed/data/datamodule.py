@@ -24,7 +24,12 @@ from llm_embed.data.generators import (
     ensure_pairs_file,
     resolve_pairs_cache,
 )
-from llm_embed.data.pairs import check_on_bad_line, read_pairs, validate_pairs_file
+from llm_embed.data.pairs import (
+    check_on_bad_line,
+    degenerate_problem,
+    read_pairs,
+    validate_pairs_file,
+)
 from llm_embed.errors import UserError
 from llm_embed.train.resume import EpochShuffleSampler, ResumableDataLoader
 
@@ -92,6 +97,7 @@ class PairDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         on_bad_line: str = "error",
+        check_pairs: bool = True,
     ) -> None:
         """
         Args:
@@ -105,6 +111,8 @@ class PairDataModule(L.LightningDataModule):
             seed: seeds the source sample, the generator, the train/val split and the shuffling.
             num_workers: DataLoader worker processes.
             on_bad_line: "error" stops at a malformed line of the pairs file; "skip" skips and counts it.
+            check_pairs: stop before training on pairs that cannot teach anything (too few
+                distinct pairs for a batch, mostly copies, one positive for all); False trains anyway.
         """
         super().__init__()
         if batch_size < 2:
@@ -140,6 +148,7 @@ class PairDataModule(L.LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.on_bad_line = on_bad_line
+        self.check_pairs = check_pairs
         self.train_pairs: list[dict] = []
         self.val_pairs: list[dict] = []
 
@@ -190,6 +199,12 @@ class PairDataModule(L.LightningDataModule):
             raise UserError(
                 f"only {len(self.train_pairs)} training pairs for batch_size={self.batch_size} "
                 "(full batches are needed for in-batch negatives): lower batch_size or val_size, or raise num_source"
+            )
+        problem = degenerate_problem(self.train_pairs, self.batch_size) if self.check_pairs else None
+        if problem is not None:
+            raise UserError(
+                f"the training pairs of {self.cache_path} cannot teach anything: {problem}; "
+                "fix the pairs, or set data.check_pairs=false to train anyway"
             )
 
     def train_dataloader(self) -> DataLoader:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,15 @@ log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("anchor", "positive")
 ON_BAD_LINE = ("error", "skip")
+
+
+# Byte-order marks of encodings other than UTF-8 (UTF-32 first: its LE mark starts like UTF-16's).
+_OTHER_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
 
 
 def check_on_bad_line(on_bad_line: str) -> None:
@@ -45,6 +54,28 @@ def pair_problem(obj: Any) -> str | None:
             return f"{key!r} is {type(obj[key]).__name__}, not a string"
         if not obj[key].strip():
             return f"{key!r} is empty"
+    return None
+
+
+# A share of copies (anchor == positive) above which InfoNCE only learns to match identical strings.
+MAX_COPY_FRACTION = 0.5
+
+
+def degenerate_problem(pairs: Sequence[Mapping[str, Any]], batch_size: int) -> str | None:
+    """Why ``pairs`` cannot train a contrastive model, or None when they can.
+
+    With fewer distinct pairs than a batch, batches repeat pairs (a positive is its own negative);
+    with one positive for every anchor, or mostly copies, the loss has nothing to separate.
+    """
+    distinct = {(p["anchor"], p["positive"]) for p in pairs}
+    if len(distinct) < batch_size:
+        return f"only {len(distinct)} distinct pairs for batch_size={batch_size}"
+    positives = {p["positive"] for p in pairs}
+    if len(positives) == 1:
+        return "every positive is the same text"
+    copies = sum(p["anchor"].strip() == p["positive"].strip() for p in pairs)
+    if copies > MAX_COPY_FRACTION * len(pairs):
+        return f"{copies} of {len(pairs)} positives are copies of their anchor"
     return None
 
 
@@ -78,6 +109,11 @@ def read_pairs(path: str | os.PathLike[str], *, on_bad_line: str = "error") -> l
     pairs: list[dict] = []
     bad: list[tuple[int, str]] = []
     with p.open("rb") as f:
+        head = f.read(4)
+        f.seek(0)
+        for bom, encoding in _OTHER_BOMS:
+            if head.startswith(bom):
+                raise UserError(f"pairs file {p} is {encoding} (byte-order mark): re-save it as UTF-8")
         for lineno, raw in enumerate(f, start=1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # UTF-8 BOM from some editors
                 raw = raw[3:]

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from llm_embed._fs import check_output
 from llm_embed.errors import UserError
 from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.plan import Cell, DocCaps, load_task_prompts, plan_cells
@@ -139,6 +140,10 @@ class EvalConfig:
     progress: bool = field(
         default=True, metadata=_option("show a progress bar over the cells", flag="--no-progress")
     )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata=_option("let the model run Python code shipped in its folder (read it first)"),
+    )
 
 
 def _names(value: Sequence[str] | str | None) -> list[str] | None:
@@ -149,11 +154,16 @@ def _names(value: Sequence[str] | str | None) -> list[str] | None:
     return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
-def load_encoder(source: ModelSource, first: Cell) -> Any:
+def load_encoder(source: ModelSource, first: Cell, trust_remote_code: bool = False) -> Any:
     """Build the encoder of ``source`` once, with the first cell's pooling (later cells swap it)."""
     start = time.monotonic()
     pooling = None if source.kind == "sentence-transformers" else first.pooling
-    encoder = load_model(source, pooling=pooling, prompt=first.default.template)
+    encoder = load_model(
+        source,
+        pooling=pooling,
+        prompt=first.default.template,
+        trust_remote_code=trust_remote_code,
+    )
     log.info("loaded %s in %.1f s", source.label, time.monotonic() - start)
     return encoder
 
@@ -210,10 +220,11 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     for name in _names(config.baselines) or []:
         source = resolve_model(name, role="baseline")
         plans.append((source, plan_cells(source, user_prompts=user)))
-    out = (
-        Path(config.out)
+    out = check_output(  # results accumulate there (a rerun resumes), so an existing folder is fine
+        config.out
         if config.out is not None
-        else Path("docs") / "results" / _slug(main.label.split(" + ")[0])
+        else Path("docs") / "results" / _slug(main.label.split(" + ")[0]),
+        folder=True,
     )
     results_path = out / RESULTS_JSON
     records = read_records(results_path)
@@ -247,7 +258,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         for source, cells in plans:
             if not any(pending(source, c) for c in cells):
                 continue
-            encoder = load_encoder(source, cells[0])
+            encoder = load_encoder(source, cells[0], config.trust_remote_code)
             for cell in cells:
                 for task in pending(source, cell):
                     bar.set_postfix_str(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_embed._fs import atomic_write, atomic_write_text
+from llm_embed._fs import atomic_write, atomic_write_text, check_output, exclusive_lock
 from llm_embed.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -242,9 +242,9 @@ def prepare(
     out = Path(out).expanduser()
     if out.suffix != ".npy":
         raise UserError(f"output {out} must end in .npy")
-    for target in (out, parquet):
-        if target is not None and Path(target).expanduser().exists() and not overwrite:
-            raise UserError(f"{target} already exists: pick another path or pass --overwrite")
+    check_output(out, folder=False, overwrite=overwrite)
+    if parquet is not None:
+        check_output(parquet, folder=False, overwrite=overwrite, what="--parquet")
     if parquet is not None:
         try:
             import pyarrow  # noqa: F401
@@ -372,6 +372,7 @@ def encode_file(
     *,
     pooling: str | None = None,
     prompt: str | None = None,
+    trust_remote_code: bool = False,
     device: str | None = None,
     progress: bool = True,
     **options: Any,
@@ -387,23 +388,30 @@ def encode_file(
     from llm_embed.inference.load import load_encoder
 
     stats = prepare(input, out, **options)
-    encoder = load_encoder(model, command="encode", pooling=pooling, prompt=prompt)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        encoder.to(torch.device(device))
-    except (RuntimeError, AssertionError) as err:  # a bad name, or CUDA missing from this torch
-        raise UserError(
-            f"device {device!r} is not usable here ({first_line(err, 120)}): pass --device cpu"
-        ) from None
-    return embed_file(
-        encoder,
-        input,
-        out,
-        progress=progress,
-        model_id=model_fingerprint(model),
-        stats=stats,
-        **options,
-    )
+    with exclusive_lock(Path(out).expanduser(), "encode"):  # a second writer stops here, as one line
+        encoder = load_encoder(
+            model,
+            command="encode",
+            pooling=pooling,
+            prompt=prompt,
+            trust_remote_code=trust_remote_code,
+        )
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            encoder.to(torch.device(device))
+        except (RuntimeError, AssertionError) as err:  # a bad name, or CUDA missing from this torch
+            raise UserError(
+                f"device {device!r} is not usable here ({first_line(err, 120)}): pass --device cpu"
+            ) from None
+        return embed_file(
+            encoder,
+            input,
+            out,
+            progress=progress,
+            model_id=model_fingerprint(model),
+            stats=stats,
+            **options,
+        )
 
 
 def _open_parts(parts: Path, manifest: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_embed._fs import atomic_write_dir
+from llm_embed._fs import atomic_write_dir, check_output
 from llm_embed.errors import UserError
 from llm_embed.inference.load import EXPORT_CONFIG, is_export, load_encoder, read_encoder_config
 
@@ -88,6 +88,11 @@ vectors, apply the template and the pooling of `{EXPORT_CONFIG}` as `llm_embed.e
 """
 
 
+def _replaceable(folder: Path) -> bool:
+    """An export (it has ``llm_embed.json``) or an empty folder: what ``--overwrite`` may replace."""
+    return is_export(folder) or not any(folder.iterdir())
+
+
 def export_model(
     model: str,
     out: str | Path,
@@ -95,16 +100,17 @@ def export_model(
     pooling: str | None = None,
     prompt: str | None = None,
     overwrite: bool = False,
+    trust_remote_code: bool = False,
 ) -> Path:
     """Merge, then write ``out`` (see the module docstring); returns ``out``.
 
     Raises:
         UserError: ``out`` exists without ``overwrite``, or the model cannot be loaded.
     """
-    out = Path(out).expanduser()
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists: pick another --out or pass --overwrite")
-    encoder = load_encoder(model, command="export", pooling=pooling, prompt=prompt)
+    out = check_output(out, folder=True, overwrite=overwrite, ours=_replaceable)
+    encoder = load_encoder(
+        model, command="export", pooling=pooling, prompt=prompt, trust_remote_code=trust_remote_code
+    )
     from sentence_transformers import SentenceTransformer
 
     from llm_embed.inference.st_module import LLMEmbedTransformer

@@ -253,6 +253,19 @@ def save_encoder(encoder: Encoder, path: str | Path) -> Path:
     return path
 
 
+def check_remote_code(config: dict[str, Any], overrides: dict[str, Any], where: Path) -> None:
+    """Refuse a saved ``trust_remote_code: true`` that the caller did not grant itself.
+
+    A downloaded run or export could otherwise run the Python files it ships just by being
+    loaded: only the user's own flag on this call (``trust_remote_code=True``) allows that.
+    """
+    if config.get("trust_remote_code") and overrides.get("trust_remote_code") is not True:
+        raise UserError(
+            f"{_display_path(where)} says trust_remote_code: true (run the Python code shipped "
+            "with its model): read that code, then pass --trust-remote-code (trust_remote_code=True)"
+        )
+
+
 def load_saved(folder: str | Path, *, merge: bool = True, **overrides: Any) -> Encoder:
     """Rebuild the encoder of a run's ``model/`` folder; the adapter is merged by default."""
     from llm_embed.encoder import Encoder
@@ -263,7 +276,9 @@ def load_saved(folder: str | Path, *, merge: bool = True, **overrides: Any) -> E
         raise UserError(
             f"{folder} holds no {CONFIG_NAME}: give a folder written by a llm-embed run"
         )
-    encoder = Encoder(**{**read_encoder_config(config_file), **overrides})
+    config = read_encoder_config(config_file)
+    check_remote_code(config, overrides, config_file)
+    encoder = Encoder(**{**config, **overrides})
     if (folder / ADAPTER_DIR).is_dir():
         from peft import PeftModel
 
@@ -278,6 +293,7 @@ def load_exported(path: str | Path, **overrides: Any) -> Encoder:
 
     path = Path(path).expanduser()
     config = read_encoder_config(path / EXPORT_CONFIG)
+    check_remote_code(config, overrides, path / EXPORT_CONFIG)
     config.pop("backbone", None)
     return Encoder(backbone=str(path), **{**config, **overrides})
 
@@ -306,9 +322,13 @@ def load_model(
     *,
     pooling: str | None = None,
     prompt: str | None = None,
+    trust_remote_code: bool = False,
     **overrides: Any,
 ) -> Any:
     """Build the encoder that ``model`` names (see :func:`resolve_model`).
+
+    Model code shipped in a folder runs only with ``trust_remote_code=True`` given here, by the
+    caller: a run's or an export's saved ``trust_remote_code`` alone is refused.
 
     ``pooling`` and ``prompt`` override a run's or an export's saved ones; None keeps them (a
     decoder: ``last`` and ``clustering``; a sentence-transformers model: its own pooling, no
@@ -334,12 +354,13 @@ def load_model(
             raise UserError(
                 f"{source.model!r} is a sentence-transformers model: its pooling is its own"
             )
-        return STEncoder(source.model, prompt=prompt or "none")
+        return STEncoder(source.model, prompt=prompt or "none", trust_remote_code=trust_remote_code)
     kwargs = {
         k: v
         for k, v in {"pooling": pooling, "prompt": prompt, **overrides}.items()
         if v is not None
     }
+    kwargs["trust_remote_code"] = trust_remote_code
     try:
         if source.kind == "run":
             return _load_run(Path(source.adapter), kwargs)

@@ -18,6 +18,7 @@ from typing import Any
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
+from llm_embed._fs import check_output
 from llm_embed._machine import describe_machine
 from llm_embed.data.datamodule import PairDataModule
 from llm_embed.errors import UserError
@@ -49,6 +50,8 @@ class FitCLI(LightningCLI):
         ckpt = self.config.get("ckpt_path")
         if ckpt and ckpt not in LIGHTNING_CKPT_ALIASES and not Path(ckpt).expanduser().is_dir():
             self.checkpoint = resume.read_checkpoint(ckpt)
+        for save_dir in _logger_dirs(self.config):  # a run folder that cannot be written fails now
+            check_output(save_dir, folder=True, what="trainer.logger.init_args.save_dir")
 
     def instantiate_classes(self) -> None:
         try:
@@ -57,6 +60,18 @@ class FitCLI(LightningCLI):
             raise UserError(
                 f"bad config value: {err} (fix it in the config or on the command line)"
             ) from None
+
+
+def _logger_dirs(config: Any) -> list[str]:
+    """The ``save_dir`` of each configured logger."""
+    loggers = config.get("trainer.logger")
+    dirs = []
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init = getattr(logger, "init_args", None)
+        save_dir = init.get("save_dir") if init is not None and hasattr(init, "get") else None
+        if save_dir:
+            dirs.append(str(save_dir))
+    return dirs
 
 
 def parse_fit(args: list[str] | None = None) -> FitCLI:
