@@ -59,15 +59,10 @@ def fit_command(
     ]  # fmt: skip
 
 
-def evaluate_command(row: dict[str, Any], run_dir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "llm_embed.evaluate",
-        *map(str, row["evaluate"]),
-        "--out",
-        str(run_dir),
-    ]
+def evaluate_command(row: dict[str, Any], run_dir: Path, seed: int) -> list[str]:
+    """The ``evaluate`` call of one row; ``{seed}`` in its arguments (a trained row's run) is filled."""
+    args = [str(a).replace("{seed}", str(seed)) for a in row["evaluate"]]
+    return [sys.executable, "-m", "llm_embed.evaluate", *args, "--out", str(run_dir)]
 
 
 def read_scores(row: dict[str, Any], run_dir: Path) -> dict[str, float] | None:
@@ -90,7 +85,7 @@ def run_row(
     """Fit (or evaluate) one row with one seed unless finished; its record for results.json."""
     run_dir = runs / f"{name}-s{seed}"
     if "evaluate" in row:
-        cmd = evaluate_command(row, run_dir)
+        cmd = evaluate_command(row, run_dir, seed)
     else:
         cmd = fit_command(row, run_dir, seed, base_configs)
     scores = read_scores(row, run_dir)

@@ -158,3 +158,30 @@ def test_recipe_study_runs_rows_once_and_tabulates_them(tiny_model_dir, tmp_path
     assert "±" in base and "| 2 |" in base  # two seeds: a spread
     assert "±" not in tau and ("(+" in tau or "(-" in tau)  # one seed: the difference to base
     assert (tmp_path / "out" / "results.png").stat().st_size > 0
+
+
+def test_layer_sweep_cells_equal_their_own_encoder(tiny_model_dir):
+    """Each sweep cell (one pass, hooked layers) gives the vectors of Encoder(layer=L, pooling=P)."""
+    import torch
+
+    from benchmarks.layer_sweep import CellView, Sweep
+    from llm_embed.encoder import Encoder
+
+    texts = ["a cat sat on the mat", "stocks fell sharply", "to move fast", "very"]
+    layers, poolings = [1, 2, -1], ["last", "weighted_mean"]
+    sweep = Sweep(Encoder(tiny_model_dir), layers, poolings)
+    for i, (layer, pooling) in enumerate(sweep.cells):
+        got = CellView(sweep, i).encode(texts, batch_size=3)
+        want = Encoder(tiny_model_dir, layer=layer, pooling=pooling).encode(texts, batch_size=3)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    distinct = [CellView(sweep, i).encode(texts) for i in range(len(sweep.cells))]
+    assert not torch.allclose(distinct[0], distinct[2])  # layers differ: the hooks see each layer
+
+
+def test_recipe_study_evaluate_row_scores_the_run_of_its_own_seed(tmp_path):
+    from benchmarks.recipe_study import evaluate_command
+
+    row = {"change": "x", "evaluate": ["--model", "checkpoints/recipe/base-s{seed}", "--tasks", "T"]}
+    cmd = evaluate_command(row, tmp_path / "row-s2", 2)
+    assert cmd[cmd.index("--model") + 1] == "checkpoints/recipe/base-s2"
+    assert cmd[-2:] == ["--out", str(tmp_path / "row-s2")]
