@@ -28,15 +28,18 @@ grid: setup  ## zero-shot grid (poolings x prompts) of both packaged decoders + 
 synth: setup  ## (re)generate the committed LLM-written pairs in data/pairs (resumable, ~1 h)
 	$(PY) -m llm_embed.synth --config $(CONFIG)
 
-# The same fine-tuning (configs/default.yaml: 100 LoRA steps, seed 0, the same 3,000 WordNet source
-# sentences) on cheap augmentation pairs and on the committed LLM-written pairs, then the base
-# model, both runs and MiniLM scored on the full offline suite (~50 min on 2 CPU cores).
+# The same fine-tuning (100 LoRA steps, seed 0, the same 3,000 WordNet source sentences; SmolLM2
+# with the recipe the project started from: last token, tau 0.2) on cheap augmentation pairs and
+# on the committed LLM-written pairs, then the base model, both runs and MiniLM scored on the
+# offline suite (~50 min on 2 CPU cores).
 PAIRS_RUNS := checkpoints/pairs-augment checkpoints/pairs-llm
+PAIRS_RECIPE := --config configs/default.yaml --config configs/smollm2-135m.yaml \
+	--model.encoder.init_args.pooling last --model.temperature 0.2
 compare-pairs: setup  ## augmentation vs LLM-written pairs, same steps and seed -> docs/results/pairs
 	rm -rf $(PAIRS_RUNS) docs/results/pairs
-	$(PY) -m llm_embed.fit --config $(CONFIG) --config configs/augment-pairs.yaml \
+	$(PY) -m llm_embed.fit $(PAIRS_RECIPE) --config configs/augment-pairs.yaml \
 		--trainer.logger.init_args.name pairs-augment
-	$(PY) -m llm_embed.fit --config $(CONFIG) --trainer.logger.init_args.name pairs-llm
+	$(PY) -m llm_embed.fit $(PAIRS_RECIPE) --trainer.logger.init_args.name pairs-llm
 	$(PY) -m llm_embed.evaluate --model smollm2-135m-instruct --poolings last --prompts clustering \
 		--baseline all-minilm-l6-v2 --out docs/results/pairs
 	for run in $(PAIRS_RUNS); do $(PY) -m llm_embed.evaluate --model $$run --out docs/results/pairs || exit 1; done

@@ -159,7 +159,7 @@ def render(records: list[dict], rows: dict[str, dict], out: Path, base: str) -> 
         "# Recipe study",
         "",
         "V-measure under mteb's clustering protocol on the offline suite (all 2,225 BBC headlines, "
-        "a seeded 500 of the full articles, 2,000 WordNet noun glosses). Each row changes one thing "
+        "a seeded 500 of the full articles, 2,000 WordNet noun glosses). Each row names its changes "
         f"from `{base}` (in brackets: the difference to it); ± is the sample SD over seeds. "
         "Reproduce a row with `python -m benchmarks.recipe_study --only ROW [--seeds 0,1,2]`. "
         "Each timing stands beside the fp32 matmul rate measured just before that run; a low rate "

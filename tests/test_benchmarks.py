@@ -104,6 +104,7 @@ def test_recipe_study_runs_rows_once_and_tabulates_them(tiny_model_dir, tmp_path
     )
     tiny = [
         "--model.encoder.init_args.backbone", tiny_model_dir, "--model.lora.init_args.r", "4",
+        "--model.encoder.init_args.pooling", "last",  # 2 tiny steps move a last token enough
         "--data.source", str(source), "--data.num_source", "40", "--data.batch_size", "8",
         "--data.val_size", "8", "--data.cache_dir", str(tmp_path / "cache"),
         "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",

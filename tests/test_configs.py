@@ -17,11 +17,11 @@ GPU_RECIPE = "qwen3-0.6b.yaml"
 
 # overlay -> (its base, the resolved values it sets); everything else must equal the base
 OVERLAYS: dict[str, tuple[str, dict[str, Any]]] = {
-    "gemma3-270m.yaml": (
+    "smollm2-135m.yaml": (
         "default.yaml",
         {
-            "model.encoder.init_args.backbone": "gemma3-270m",
-            "trainer.logger.init_args.name": "gemma3-270m",
+            "model.encoder.init_args.backbone": "smollm2-135m-instruct",
+            "trainer.logger.init_args.name": "smollm2-135m",
         },
     ),
     "llama-3.2-1b.yaml": (

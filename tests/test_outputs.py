@@ -98,9 +98,12 @@ def test_a_second_encode_onto_the_same_output_stops_as_one_line(tmp_path, texts,
 
 def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
     out = tmp_path / "x.npy"
-    with exclusive_lock(out, "encode"), pytest.raises(UserError, match="another encode"):
-        with exclusive_lock(out, "encode"):
-            pass
+    with (
+        exclusive_lock(out, "encode"),
+        pytest.raises(UserError, match="another encode"),
+        exclusive_lock(out, "encode"),
+    ):
+        pass
 
 
 def test_a_constructor_value_error_is_one_line(tmp_path, tiny_model_dir, run_python):
