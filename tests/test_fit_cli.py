@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +69,9 @@ def test_fit_smoke_writes_every_output(tiny_model_dir, tmp_path, monkeypatch, ru
         steps = [s for s, _ in scalars[tag]]
         assert len(steps) == 2 and steps[0] == 0 < steps[1], (tag, steps)  # baseline and after training
         assert all(0.0 <= v <= 1.0 for _, v in scalars[tag])
-    assert json.loads((run / "model" / "encoder.json").read_text())["pooling"] == {"type": "last"}
+    default = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    pooling = default["model"]["encoder"]["init_args"]["pooling"]  # the run saves the config's own
+    assert json.loads((run / "model" / "encoder.json").read_text())["pooling"] == {"type": pooling}
     # written atomically (no temp file left) and loadable with weights_only=True, callbacks' state included
     from llm_embed.train.resume import read_checkpoint
 
