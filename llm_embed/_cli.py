@@ -152,12 +152,11 @@ def _yaml_kind(data: Any) -> str:
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """A YAML config file as a mapping (checked by :func:`check_config_file`; not a mapping: empty)."""
+    """A YAML config file as a mapping (:func:`check_config_file` refuses anything else)."""
     import yaml
 
     check_config_file(path)
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
 
 
 def check_config_files(argv: Sequence[str]) -> None:
