@@ -178,14 +178,34 @@ def require_section(argv: Sequence[str], section: str, hint: str) -> None:
         raise UserError(f"config {configs[-1]} has no {section}: section: {hint}")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record.
+
+    A plain StreamHandler keeps the stream it was made with; after one CLI call made in-process
+    (notebooks, tests capturing stderr), that stream may be closed and every later log line
+    would end in a "Logging error" traceback.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def run_cli(main: Callable[[], object]) -> int:
     """Run a CLI entry point; bad input ends as ``error: <one line>`` on stderr and exit code 2."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Our own logs at INFO; libraries keep their handlers (Lightning already prints its own).
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
     pkg = logging.getLogger("llm_embed")
-    pkg.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in pkg.handlers):  # once per process
+        handler = _StderrHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+        )
+        pkg.addHandler(handler)
     pkg.setLevel(logging.INFO)
     pkg.propagate = False
     try:  # weight-loading progress bars drown the training log

@@ -44,12 +44,17 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> None:
 
 
 def atomic_write(
-    path: str | os.PathLike[str], write: Callable[[Path], object], *, suffix: str = ".tmp"
+    path: str | os.PathLike[str],
+    write: Callable[[Path], object],
+    *,
+    suffix: str = ".tmp",
+    previous: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then fsync and rename it over ``path``.
 
     ``write`` receives the path of an existing empty file and may reopen or replace it (``suffix``
-    is for writers that read the format from the name). Returns ``path``.
+    is for writers that read the format from the name). With ``previous``, the file being replaced
+    is first linked (or, where links fail, copied) there, atomically too. Returns ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,12 +65,33 @@ def atomic_write(
         write(tmp)
         fsync_path(tmp)
         os.chmod(tmp, FILE_MODE)
+        if previous is not None and path.is_file():
+            _keep_copy(path, Path(previous))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
     return path
+
+
+def _keep_copy(path: Path, keep: Path) -> None:
+    """Put ``path``'s current content at ``keep`` atomically: a hard link, or a copy where links fail."""
+    remove_stale_temps(keep)
+    fd, name = tempfile.mkstemp(dir=keep.parent, prefix=f".{keep.name}.", suffix=".tmp")
+    os.close(fd)
+    staged = Path(name)
+    try:
+        staged.unlink()
+        try:
+            os.link(path, staged)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(path, staged)
+            fsync_path(staged)
+        os.replace(staged, keep)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

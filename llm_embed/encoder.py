@@ -47,7 +47,8 @@ class Encoder(nn.Module):
     Args:
         backbone: packaged model name (``smollm2-135m-instruct``), local folder or hub id.
         pooling: a pooling name (``last``, ``mean``, ``weighted_mean``, ``eos``,
-            ``prompt_masked_mean``, ``max``, ``last_mean``) or a :class:`Pooling`.
+            ``prompt_masked_mean``, ``max``, ``last_mean``,
+            ``weighted_mean_last``) or a :class:`Pooling`.
         prompt: a built-in template name (``clustering``, ``prompteol``, ``none``, ...) or a
             template string with one ``{text}``.
         normalize: L2-normalize embeddings (cosine similarity = dot product).
@@ -286,20 +287,29 @@ class Encoder(nn.Module):
     def merged_adapter(self) -> Iterator[None]:
         """Fold LoRA weights into the base weights for a long inference pass, then unfold them.
 
-        An unmerged adapter costs an extra pair of matmuls per adapted layer; merging and
-        unmerging cost one matmul per adapted weight, once. No-op for a plain backbone.
+        An unmerged adapter costs an extra pair of matmuls per adapted layer; merging costs one
+        matmul per adapted weight, once. Unmerging by subtraction would leave the base weights
+        off by rounding (W + BA - BA != W in floating point), so a training run would continue
+        from weights that each evaluation nudged; the base weights are restored from a copy
+        instead (kept in CPU memory). No-op for a plain backbone.
         """
         backbone = self.backbone
         if not hasattr(backbone, "merge_adapter") or getattr(backbone.base_model, "merged", False):
             yield
             return
+        from peft.tuners.lora import LoraLayer
+
         with torch.no_grad():
+            bases = [m.get_base_layer() for m in backbone.modules() if isinstance(m, LoraLayer)]
+            saved = [(b.weight, b.weight.detach().to("cpu", copy=True)) for b in bases]
             backbone.merge_adapter()
         try:
             yield
         finally:
             with torch.no_grad():
-                backbone.unmerge_adapter()
+                backbone.unmerge_adapter()  # peft's bookkeeping; the weights come from the copy
+                for weight, copy in saved:
+                    weight.copy_(copy)
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -4,12 +4,13 @@ Any config value can be overridden on the command line (``--trainer.max_steps 20
 ``--model.lr 1e-4``); ``--print_config`` shows the resolved config. Multi-GPU: ``--trainer.devices 4
 --trainer.strategy ddp`` (see the README).
 
-Resume a killed run (even one killed mid-epoch or mid-save) with its own config and last checkpoint::
+Resume a killed run (mid-epoch, mid-evaluation or mid-save) with its own config and last checkpoint::
 
     python -m llm_embed.fit --config checkpoints/<run>/config.yaml --ckpt_path checkpoints/<run>/checkpoints/last.ckpt
 
-Checkpoints are written atomically and loaded with ``weights_only=True``; the data order and the
-dropout masks replay, so the resumed run ends where an uninterrupted one would (``llm_embed.train.resume``).
+Checkpoints are written atomically and loaded with ``weights_only=True``, a damaged one falls
+back to its predecessor; the data order and the dropout masks replay, so the resumed run ends
+where an uninterrupted one would (``llm_embed.train.resume``).
 A run that fails before its first checkpoint leaves no run folder behind. Logic lives in
 ``llm_embed.train.launch``.
 """

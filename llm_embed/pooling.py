@@ -135,6 +135,25 @@ class LastMeanPooling(Pooling):
         return 2 * hidden_size
 
 
+class WeightedMeanLastPooling(Pooling):
+    """The mean of the L2-normalised weighted mean and last-token vectors: (B, H).
+
+    Two views of one forward pass, so it costs no more than either: their cosine similarities
+    add up (with cross terms), as in an ensemble of the two poolings.
+    """
+
+    name = "weighted_mean_last"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weighted, self.last = WeightedMeanPooling(), LastTokenPooling()
+
+    def forward(self, hidden, mask, *, prompt_mask=None):
+        a = torch.nn.functional.normalize(self.weighted(hidden, mask), dim=-1)
+        b = torch.nn.functional.normalize(self.last(hidden, mask), dim=-1)
+        return (a + b) / 2
+
+
 POOLING_MODES: dict[str, type[Pooling]] = {
     cls.name: cls
     for cls in (
@@ -145,6 +164,7 @@ POOLING_MODES: dict[str, type[Pooling]] = {
         PromptMaskedMeanPooling,
         MaxPooling,
         LastMeanPooling,
+        WeightedMeanLastPooling,
     )
 }
 

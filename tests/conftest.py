@@ -117,7 +117,7 @@ def lora_run(tiny_model_dir) -> Callable[..., Path]:
 RunPython = Callable[..., subprocess.CompletedProcess]
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_python() -> RunPython:
     """``run_python("-m", "llm_embed.fit", *args, cwd=tmp_path)``: a fresh interpreter on this checkout.
 

@@ -7,11 +7,11 @@ cases also have unit tests in ``test_data_pairs.py``, ``test_encoder.py`` and ``
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from cli_errors import check_proc
 
 from llm_embed.train.resume import read_checkpoint
 
@@ -23,14 +23,7 @@ GOOD = [
 ]
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *matches: str) -> str:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: "), last
-    for match in matches:
-        assert match in last, (match, last)
-    return last
+assert_one_line_error = check_proc
 
 
 def write_pairs(path: Path, lines: list[bytes]) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from cli_errors import check_error
 
 from llm_embed import attention, encode, evaluate, export
 from llm_embed._cli import run_cli
@@ -76,8 +77,8 @@ def test_every_command_gives_the_same_message_for_a_bad_model(tmp_path, capsys, 
     for name, (main, args) in _commands(model, tmp_path).items():
         code = run_cli(lambda main=main, args=args: main(args))
         err = capsys.readouterr().err.strip()
-        assert code == 2, f"{name}: exit {code}, {err}"
-        assert err.startswith("error: ") and "\n" not in err, f"{name}: {err}"
+        check_error(code, err, command=name)
+        assert "\n" not in err, f"{name}: {err}"
         errors[name] = err
     assert expected in errors["evaluate"], errors["evaluate"]
     assert model in errors["evaluate"] or kind != "missing folder"

@@ -134,6 +134,25 @@ def test_user_pairs_file_skips_generation(tmp_path: Path) -> None:
     assert set(batch) == {"anchor", "positive"} and len(batch["anchor"]) == 4
 
 
+def test_a_list_of_pairs_files_is_one_mixture(tmp_path: Path) -> None:
+    a = write_pairs(
+        tmp_path / "a.jsonl", [{"anchor": f"a{i} x", "positive": f"pa{i}"} for i in range(12)]
+    )
+    b = write_pairs(
+        tmp_path / "b.jsonl", [{"anchor": f"b{i} y", "positive": f"pb{i}"} for i in range(8)]
+    )
+    dm = PairDataModule(pairs_file=[str(a), str(b)], batch_size=4, val_size=4)
+    assert dm.pair_paths == [a, b]
+    dm.prepare_data()
+    dm.setup("fit")
+    anchors = {p["anchor"] for p in dm.train_pairs + dm.val_pairs}
+    assert len(anchors) == 20 and {"a0 x", "b7 y"} <= anchors
+    with pytest.raises(UserError, match="not found"):
+        PairDataModule(pairs_file=[str(a), str(tmp_path / "missing.jsonl")])
+    with pytest.raises(ValueError, match="names no file"):
+        PairDataModule(pairs_file=[])
+
+
 def test_user_pairs_file_skip_mode(tmp_path: Path) -> None:
     path = tmp_path / "mine.jsonl"
     good = [json.dumps({"anchor": f"a {i}", "positive": f"p {i}"}) for i in range(6)]

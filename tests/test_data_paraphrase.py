@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from cli_errors import check_error
 
 from llm_embed.data.filters import FilterSettings, clean, latin_share, rejection
 from llm_embed.data.generators import AugmentPairs, cache_key, ensure_pairs_file
@@ -325,8 +326,8 @@ def test_synth_cli_bad_input_is_one_line(tmp_path, capsys, config_text, message)
     config.write_text(config_text.replace("PAIRS", str(pairs)))
     code = run_cli(lambda: cli_main(["--config", str(config)]))
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: ") and "\n" not in err
-    assert message in err
+    check_error(code, err, message, command="synth")
+    assert "\n" not in err
 
 
 def test_the_committed_pair_set_is_what_its_config_names(monkeypatch) -> None:

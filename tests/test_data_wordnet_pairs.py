@@ -13,6 +13,8 @@ from llm_embed.data.wordnet_pairs import WordNetPairs
 VERBS = [
     '00000001 29 v 02 run 0 sprint 0 000 | move fast by using the feet; "she runs every day"; "run!"',
     "00000002 29 v 01 sleep 0 000 | be asleep with eyes closed",
+    "00000003 29 v 01 yawn 0 000 | open the mouth wide when tired",
+    "00000004 38 v 01 walk 0 000 | go on foot",  # 38 = verb.motion: a class of its own
 ]
 ADJS = ['00000001 00 a 01 red 0 000 | of the colour of blood; "a red car"']
 
@@ -27,11 +29,12 @@ def tiny_wordnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     }.items():
         (tmp_path / name).write_text("  licence header\n" + "".join(f"{x}\n" for x in lines))
     monkeypatch.setenv("LLM_EMBED_WORDNET", str(tmp_path))
-    corpora.read_wordnet.cache_clear()
-    wordnet_pairs._synset_of.cache_clear()
+    caches = (corpora.read_wordnet, wordnet_pairs._synset_of, wordnet_pairs._verbs_by_lexname)
+    for cache in caches:
+        cache.cache_clear()
     yield tmp_path
-    corpora.read_wordnet.cache_clear()
-    wordnet_pairs._synset_of.cache_clear()
+    for cache in caches:
+        cache.cache_clear()
 
 
 def test_definition_pairs_with_its_own_example_and_back(tiny_wordnet: Path) -> None:
@@ -66,6 +69,19 @@ def test_one_pair_per_synset_so_no_pair_is_its_twins_negative(tiny_wordnet: Path
 def test_lemma_positives_skip_one_word_synsets(tiny_wordnet: Path) -> None:
     pairs = WordNetPairs("lemmas").generate(["run!", "a red car"], seed=0)
     assert [(p["anchor"], p["positive"]) for p in pairs] == [("run!", "run, sprint")]
+
+
+def test_lexname_positives_are_other_verbs_of_the_same_class(tiny_wordnet: Path) -> None:
+    texts = ["be asleep with eyes closed", "run!", "go on foot", "a red car"]
+    gen = WordNetPairs("lexname")
+    pairs = {p["anchor"]: p["positive"] for p in gen.generate(texts, seed=0)}
+    body = {"move fast by using the feet", "be asleep with eyes closed", "open the mouth wide when tired"}
+    assert set(pairs) == {"be asleep with eyes closed", "run!"}  # walk: alone in its class
+    assert pairs["be asleep with eyes closed"] in body - {"be asleep with eyes closed"}
+    assert pairs["run!"] in body - {"move fast by using the feet"}  # never its own synset
+    assert gen.report["skipped"]["no_positive"] == 2  # the lone verb.motion verb, the adjective
+    seeds = {WordNetPairs("lexname").generate(texts, seed=k)[0]["positive"] for k in range(20)}
+    assert len(seeds) == 2  # the choice is seeded and both classmates occur
 
 
 def test_settings_change_the_cache_key_and_bad_kind_is_refused() -> None:

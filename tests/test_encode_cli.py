@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_errors import check_error
 
 from llm_embed._cli import run_cli
 from llm_embed.encode import cli_main
@@ -209,11 +210,7 @@ def test_chunks_of_other_texts_or_another_model_are_never_reused(
     code, err = encode(
         capsys, "--model", tiny_model_dir, "--input", str(texts), "--out", str(tmp_path / "f.npy")
     )
-    assert (
-        code == 2
-        and "holds chunks embedded by another model" in err
-        and "delete that folder" in err
-    ), err
+    check_error(code, err, "holds chunks embedded by another model", "delete that folder", command="encode")
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -277,8 +274,7 @@ def test_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys, inp
     ]
     args += [a.format(tmp=tmp_path) for a in extra]  # a repeated option: argparse keeps the last
     code, err = encode(capsys, *args)
-    last = err.strip().splitlines()[-1]
-    assert code == 2 and last.startswith("error: ") and match in last, err
+    check_error(code, err, match, command="encode")
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no output, no parts folder
 
 
@@ -316,7 +312,7 @@ def test_existing_output_needs_overwrite(run_dir, tmp_path, capsys):
         "--out",
         str(tmp_path / "e.npy"),
     )
-    assert code == 2 and "already exists" in err and "--overwrite" in err
+    check_error(code, err, "already exists", "--overwrite", command="encode")
     assert (tmp_path / "e.npy").read_bytes() == b"keep me"
     code, err = encode(
         capsys,
@@ -345,5 +341,5 @@ def test_parquet_without_pyarrow_is_a_clear_error(run_dir, tmp_path, capsys, mon
         "--parquet",
         str(tmp_path / "e.parquet"),
     )
-    assert code == 2 and "--parquet needs pyarrow" in err and "pip install pyarrow" in err
+    check_error(code, err, "--parquet needs pyarrow", "pip install pyarrow", command="encode")
     assert not (tmp_path / "e.npy").exists()

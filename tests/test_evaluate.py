@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_errors import check_error, check_proc
 from mteb_reference import mteb_bootstrap_v_measure
 
 from llm_embed._cli import run_cli
@@ -311,9 +312,8 @@ def test_bad_input_is_one_line_exit_2(
         ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--out", str(tmp_path), *extra]
     )
     err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert err.startswith("error: ") and "\n" not in err
-    assert message in err
+    check_error(code, err, message, command="evaluate")
+    assert "\n" not in err
 
 
 def test_adapter_of_another_backbone_is_refused(tiny_model_dir, tmp_path, capsys):
@@ -322,8 +322,8 @@ def test_adapter_of_another_backbone_is_refused(tiny_model_dir, tmp_path, capsys
     (run / "model" / "encoder.json").write_text(json.dumps({"backbone": "some-other-model"}))
     code = evaluate(["--model", tiny_model_dir, "--adapter", str(run), "--tasks", "TinyTopics"])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "\n" not in err
-    assert "was trained on backbone 'some-other-model'" in err
+    check_error(code, err, "was trained on backbone 'some-other-model'", command="evaluate")
+    assert "\n" not in err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert evaluate(["--model", tiny_model_dir, "--adapter", str(empty)]) == 2
@@ -332,11 +332,8 @@ def test_adapter_of_another_backbone_is_refused(tiny_model_dir, tmp_path, capsys
 
 def test_module_entry_point_exits_2_with_one_line(run_python):
     proc = run_python("-m", "llm_embed.evaluate", "--model", "x", "--pooling", "nope", timeout=120)
-    assert proc.returncode == 2
-    assert (
-        proc.stderr.strip().splitlines() == [proc.stderr.strip()]
-        and "pooling 'nope' is unknown" in proc.stderr
-    )
+    check_proc(proc, "pooling 'nope' is unknown")
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
 
 
 # --- the sentence-transformers baseline goes through the same path --------------------------------

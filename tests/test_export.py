@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_errors import check_error
 
 from llm_embed._cli import run_cli
 from llm_embed.encoder import Encoder
@@ -57,8 +58,9 @@ def run_dir(lora_run, tmp_path_factory) -> Path:
         ("eos", None),
         ("weighted_mean", "none"),
         ("last_mean", None),
+        ("weighted_mean_last", None),
     ],
-    ids=["saved-prompt_masked_mean", "last", "eos", "weighted_mean", "last_mean"],
+    ids=["saved-prompt_masked_mean", "last", "eos", "weighted_mean", "last_mean", "weighted_mean_last"],
 )
 def test_sentence_transformers_round_trip_of_a_trained_run(run_dir, tmp_path, pooling, prompt):
     reference = load_model(str(run_dir), pooling=pooling, prompt=prompt).encode(TEXTS)
@@ -212,7 +214,8 @@ def _damaged_run(run_dir: Path, tmp_path: Path, how: str) -> Path:
 def test_damaged_runs_are_one_line_errors(run_dir, tmp_path, capsys, how, match):
     run = _damaged_run(run_dir, tmp_path, how)
     code, err = _cli(capsys, "--model", str(run), "--out", str(tmp_path / "out"))
-    assert code == 2 and err.startswith("error: ") and "\n" not in err and match in err, err
+    check_error(code, err, match, command="export")
+    assert "\n" not in err
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -233,7 +236,7 @@ def test_damaged_runs_are_one_line_errors(run_dir, tmp_path, capsys, how, match)
 def test_bad_arguments_are_one_line_errors(run_dir, tmp_path, capsys, args, match):
     args = [str(run_dir) if a == "RUN" else a for a in args]
     code, err = _cli(capsys, *args, "--out", str(tmp_path / "out"))
-    assert code == 2 and err.startswith("error: ") and match in err, err
+    check_error(code, err, match, command="export")
     assert not (tmp_path / "out").exists()
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_errors import check_proc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,11 +85,7 @@ def test_fit_smoke_writes_every_output(tiny_model_dir, tmp_path, monkeypatch, ru
     assert [h["stage"] for h in saved["history"]] == ["baseline", "validation"]
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, match: str) -> None:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and match in last, last
+assert_one_line_error = check_proc
 
 
 def test_unknown_config_key(tmp_path, run_python):

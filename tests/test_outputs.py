@@ -8,10 +8,10 @@ constructor check. Each must leave nothing behind.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from cli_errors import check_proc
 
 from llm_embed._fs import exclusive_lock
 from llm_embed.errors import UserError
@@ -19,11 +19,7 @@ from llm_embed.errors import UserError
 UNWRITABLE = "/proc/llm-embed-no-such/x"  # /proc takes no new folders, not even for root
 
 
-def assert_one_line(proc: subprocess.CompletedProcess, match: str) -> None:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and match in last, last
+assert_one_line = check_proc
 
 
 @pytest.fixture

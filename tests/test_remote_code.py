@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_errors import check_proc
 
 from llm_embed.errors import UserError
 
@@ -65,9 +66,8 @@ def test_saved_flag_alone_is_refused_and_runs_nothing(code_folder, tmp_path, kin
     out = tmp_path / "emb.npy"
     proc = run_python("-m", "llm_embed.encode", "--model", str(model), "--input", str(texts),
                       "--out", str(out), "--no-progress")  # fmt: skip
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "--trust-remote-code" in lines[0], proc.stderr
+    check_proc(proc, "--trust-remote-code")
+    assert len([ln for ln in proc.stderr.splitlines() if ln.strip()]) == 1, proc.stderr
     assert not marker.exists() and not out.exists()
 
 

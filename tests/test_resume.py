@@ -1,10 +1,12 @@
-"""Resume: atomic checkpoints, safe loading, data order and dropout that replay, and a SIGKILL mid-epoch.
+"""Resume: atomic checkpoints, safe loading, data order and dropout that replay, SIGKILL anywhere.
 
-The end-to-end test trains the tiny model three times through ``python -m llm_embed.fit``: once
-straight through, once killed with SIGKILL mid-epoch (the process kills itself at a fixed step,
-so the test does not depend on timing), and once resumed from that run's ``last.ckpt``. The
-resumed run must end with the same LoRA weights and losses as the uninterrupted one: equal to
-float32 rounding (rtol 1e-5, atol 1e-6; in practice they are bit-identical on one machine).
+The end-to-end tests train the tiny model through ``python -m llm_embed.fit``: once straight
+through, and, for each kill point (mid-epoch, during the final evaluation, during a checkpoint
+write, and with the last checkpoint damaged afterwards), once killed with SIGKILL (the process
+kills itself at a fixed point, so the test does not depend on timing) and once resumed with the
+README's command. The resumed run must end with the same LoRA weights, losses and V-measures as
+the uninterrupted one: equal to float32 rounding (rtol 1e-5, atol 1e-6; in practice bit-identical
+on one machine).
 """
 
 from __future__ import annotations
@@ -24,24 +26,53 @@ from llm_embed.train.resume import (
     EpochShuffleSampler,
     ResumableDataLoader,
     check_checkpoint_matches,
+    previous_of,
     read_checkpoint,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-KILL_ENV = "LLM_EMBED_TEST_KILL_AT_STEP"
+KILL_ENV = "LLM_EMBED_TEST_KILL"
 
 
-class KillAtStep(L.Callback):
-    """SIGKILL this process as training step ``$LLM_EMBED_TEST_KILL_AT_STEP`` starts (no cleanup runs).
+def _kill() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally, no atexit
+
+
+class KillAt(L.Callback):
+    """SIGKILL this process at ``$LLM_EMBED_TEST_KILL``: ``train:S`` (as step S starts),
+    ``validation:S`` (inside the validation after step S) or ``save:S`` (halfway through writing
+    the checkpoint of step S).
 
     Read from the environment, so the killed run and its resumption share one saved config.
     """
 
+    def __init__(self) -> None:
+        where, _, step = os.environ.get(KILL_ENV, "").partition(":")
+        self.where, self.step = where, int(step or -1)
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        if self.where != "save":
+            return
+        save = torch.save
+
+        def torn_save(obj, f, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get("global_step") == self.step:
+                f.write(b"PK\x03\x04" + b"\0" * 1000)
+                f.flush()
+                _kill()
+            return save(obj, f, *args, **kwargs)
+
+        torch.save = torn_save
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if os.environ.get(KILL_ENV) == str(trainer.global_step):
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self.where == "train" and trainer.global_step == self.step:
+            _kill()
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.where == "validation" and trainer.global_step == self.step:
+            _kill()
 
 
 # -- atomic writes and safe reads --------------------------------------------------------------
@@ -71,8 +102,42 @@ def test_kill_during_save_keeps_the_previous_checkpoint(tmp_path, run_python):
     assert torch.equal(read_checkpoint(path)["state_dict"]["w"], torch.full((4,), 1.0))
     assert len(list(path.parent.glob(".last.ckpt.*.tmp"))) == 1  # the torn temp file, beside it
     AtomicCheckpointIO().save_checkpoint(_fake_checkpoint(2.0), path)  # the next save clears it
-    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.ckpt.prev"]
     assert read_checkpoint(path)["global_step"] == 2
+    assert read_checkpoint(previous_of(path))["global_step"] == 1  # kept until the next save
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    import logging
+
+    path = tmp_path / "last.ckpt"
+    for step in (1, 2):
+        AtomicCheckpointIO().save_checkpoint(_fake_checkpoint(float(step)), path)
+    path.write_bytes(path.read_bytes()[:300])  # a copy cut short
+    notices: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = notices.append
+    logging.getLogger("llm_embed.train.resume").addHandler(handler)
+    try:
+        assert read_checkpoint(path)["global_step"] == 1
+        assert read_checkpoint(path)["global_step"] == 1  # Lightning reads it a second time
+    finally:
+        logging.getLogger("llm_embed.train.resume").removeHandler(handler)
+    assert len(notices) == 1, [n.getMessage() for n in notices]  # once, on one line
+    message = notices[0].getMessage()
+    assert "last.ckpt is damaged" in message and "last.ckpt.prev (step 1)" in message
+    assert "\n" not in message
+    # the damaged file never becomes the next save's "previous"
+    AtomicCheckpointIO().save_checkpoint(_fake_checkpoint(3.0), path)
+    assert read_checkpoint(previous_of(path))["global_step"] == 1
+    assert read_checkpoint(path)["global_step"] == 3
+
+    both = tmp_path / "both.ckpt"
+    both.write_bytes(b"junk")
+    previous_of(both).write_bytes(b"junk")
+    with pytest.raises(UserError, match="both damaged") as err:
+        read_checkpoint(both)
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -175,12 +240,16 @@ def test_ddp_rewrap_keeps_the_loader_and_splits_the_epochs_permutation():
         assert sum((b.tolist() for b in ranked), []) == permutation[rank::2]
 
 
-# -- end to end: SIGKILL mid-epoch, resume, same result -------------------------------------------
+# -- end to end: SIGKILL anywhere, resume, same result ---------------------------------------------
 def _write_config(tmp_path: Path, tiny_model_dir: str, save_dir: Path) -> Path:
     callbacks = [
-        {"class_path": "test_resume.KillAtStep"},
+        {"class_path": "test_resume.KillAt"},
         {
-            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "class_path": "llm_embed.eval.callback.ClusteringEvalCallback",
+            "init_args": {"tasks": ["WordNetNounGlosses"], "max_documents": 60},
+        },
+        {
+            "class_path": "llm_embed.train.resume.ResumableCheckpoint",
             "init_args": {"every_n_train_steps": 2, "save_last": True, "save_top_k": 0},
         },
     ]
@@ -217,8 +286,8 @@ def _write_config(tmp_path: Path, tiny_model_dir: str, save_dir: Path) -> Path:
         "trainer": {
             "accelerator": "cpu",
             "devices": 1,
-            "max_steps": 10,  # 7 batches per epoch: the run crosses into a second epoch
-            "val_check_interval": 3,
+            "max_steps": 9,  # 7 batches per epoch: the run crosses into a second epoch
+            "val_check_interval": 3,  # validations after steps 3, 6 and 9 (the final one)
             "check_val_every_n_epoch": None,
             "num_sanity_val_steps": 0,
             "log_every_n_steps": 1,
@@ -251,13 +320,24 @@ def _final_scalars(run_dir: Path) -> dict[str, tuple[int, float]]:
     return out
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_path, run_python):
-    from safetensors.torch import load_file
-
+@pytest.fixture(scope="module")
+def straight_run(tiny_model_dir, tmp_path_factory, run_python) -> tuple[Path, Path]:
+    """(work folder with pairs.jsonl, the uninterrupted run's folder)."""
+    work = tmp_path_factory.mktemp("resume")
     pairs = [
         {"anchor": f"text number {i} about topic {i % 5}", "positive": f"topic {i % 5}: text {i}"}
         for i in range(32)
     ]
+    (work / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    straight = work / "straight"
+    config = _write_config(work, tiny_model_dir, straight)
+    proc = run_python("-m", "llm_embed.fit", "--config", str(config), cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return work, straight / "run"
+
+
+def test_the_data_module_resumes_mid_epoch(tmp_path):
+    pairs = [{"anchor": f"a {i}", "positive": f"p {i}"} for i in range(32)]
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
     from llm_embed.data.datamodule import PairDataModule
 
@@ -268,47 +348,65 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model_dir, tmp_p
     assert isinstance(loader, ResumableDataLoader), hint
     assert isinstance(loader.sampler, EpochShuffleSampler), hint
 
-    straight = tmp_path / "straight"
-    fit = ("-m", "llm_embed.fit")
-    proc = run_python(
-        *fit, "--config", str(_write_config(tmp_path, tiny_model_dir, straight)), cwd=tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
 
-    killed = tmp_path / "killed"
-    config = _write_config(tmp_path, tiny_model_dir, killed)
-    proc = run_python(*fit, "--config", str(config), cwd=tmp_path, env={KILL_ENV: "5"})
+# kill point -> the step of the checkpoint the resume starts from
+KILLS = {
+    "train:5": 4,  # mid-epoch: 4 of 7 batches done
+    "validation:9": 8,  # during the final evaluation: step 9 is saved only after it
+    "save:8": 6,  # halfway through writing step 8's checkpoint: step 6's stays
+    "damaged": 3,  # killed at train:5, then last.ckpt (step 4) cut short: its predecessor
+}
+
+
+@pytest.mark.parametrize("kill", list(KILLS))
+def test_resume_after_sigkill_matches_an_uninterrupted_run(
+    kill, straight_run, tiny_model_dir, run_python
+):
+    from safetensors.torch import load_file
+
+    work, straight = straight_run
+    killed = work / kill.replace(":", "-")
+    config = _write_config(work, tiny_model_dir, killed)
+    env = {KILL_ENV: "train:5" if kill == "damaged" else kill}
+    proc = run_python("-m", "llm_embed.fit", "--config", str(config), cwd=work, env=env)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    last = killed / "run" / "checkpoints" / "last.ckpt"
-    assert read_checkpoint(last)["global_step"] == 4  # mid-epoch: 4 of 7 batches done
-    assert not (killed / "run" / "model").exists()
+    run = killed / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    assert not (run / "model").exists()
+    if kill == "damaged":
+        last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    else:
+        assert read_checkpoint(last)["global_step"] == KILLS[kill]
 
     # The README's resume command: the run's saved config plus --ckpt_path.
-    proc = run_python(
-        *fit,
-        "--config",
-        str(killed / "run" / "config.yaml"),
-        "--ckpt_path",
-        str(last),
-        cwd=tmp_path,
-    )
+    resume = ("--config", str(run / "config.yaml"), "--ckpt_path", str(last))
+    proc = run_python("-m", "llm_embed.fit", *resume, cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # Lightning's warning for loaders that restart the epoch
-    assert "not resumable" not in proc.stderr
+    assert "not resumable" not in proc.stderr  # Lightning's warning for loaders that restart
+    if kill == "damaged":
+        notice = [ln for ln in proc.stderr.splitlines() if "is damaged" in ln]
+        assert len(notice) == 1 and f"(step {KILLS[kill]})" in notice[0], proc.stderr[-3000:]
 
-    a = load_file(straight / "run" / "model" / "adapter" / "adapter_model.safetensors")
-    b = load_file(killed / "run" / "model" / "adapter" / "adapter_model.safetensors")
+    a = load_file(straight / "model" / "adapter" / "adapter_model.safetensors")
+    b = load_file(run / "model" / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys() and a
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
-    print(
-        "max |resumed - uninterrupted| over LoRA weights:",
-        max((a[k] - b[k]).abs().max().item() for k in a),
-    )
+    print(f"{kill}: max |resumed - uninterrupted| over LoRA weights:",
+          max((a[k] - b[k]).abs().max().item() for k in a))  # fmt: skip
     assert any((a[k] != 0).any() for k in a if "lora_B" in k)  # training moved the weights
 
-    sa, sb = _final_scalars(straight / "run"), _final_scalars(killed / "run")
-    assert sa["train/loss"][0] == 9 and sa["val/loss"][0] == 8  # the last step, the last validation
-    for tag in ("train/loss", "val/loss"):
+    sa, sb = _final_scalars(straight), _final_scalars(run)
+    assert sa["train/loss"][0] == 8 and sa["val/loss"][0] == 8  # the last step, the last validation
+    for tag in ("train/loss", "val/loss", "mteb/mean_v_measure"):
         assert sb[tag][0] == sa[tag][0], (tag, sa[tag], sb[tag])
         assert sb[tag][1] == pytest.approx(sa[tag][1], rel=1e-5, abs=1e-6), tag
+    # every evaluation, the step-0 baseline included, is in the resumed run's score file once
+    ha = json.loads((straight / "mteb_scores.json").read_text())["history"]
+    hb = json.loads((run / "mteb_scores.json").read_text())["history"]
+    assert [(h["stage"], h["step"]) for h in ha] == [
+        ("baseline", 0), ("validation", 3), ("validation", 6), ("validation", 9)
+    ]  # fmt: skip
+    assert [(h["stage"], h["step"]) for h in hb] == [(h["stage"], h["step"]) for h in ha]
+    for x, y in zip(ha, hb, strict=True):
+        assert y["mean_v_measure"] == pytest.approx(x["mean_v_measure"], abs=1e-6)

@@ -348,9 +348,37 @@ class AttentionMapCallback(pl.Callback):
         for add_figure in writers:
             add_figure(FIGURE_TAG, fig, global_step=step, close=False)
 
+    def state_dict(self) -> dict[str, Any]:
+        """History and baseline as plain values (checkpoints load with ``weights_only=True``)."""
+        base = self.baseline
+        return {
+            "history": self.history,
+            "baseline_step": self.baseline_step,
+            "baseline": None
+            if base is None
+            else {"tokens": list(base.tokens), "weights": base.weights.tolist(),
+                  "is_prompt": base.is_prompt.tolist(), "content_share": base.content_share,
+                  "layer": base.layer, "dropped": base.dropped},  # fmt: skip
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+        self.baseline_step = int(state_dict.get("baseline_step", 0))
+        base = state_dict.get("baseline")
+        if base is not None:
+            self.baseline = AttentionResult(
+                tokens=list(base["tokens"]), weights=np.asarray(base["weights"]),
+                is_prompt=np.asarray(base["is_prompt"], dtype=bool),
+                content_share=float(base["content_share"]), layer=int(base["layer"]),
+                dropped=base["dropped"],
+            )  # fmt: skip
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """The baseline, before any update; logged straight to the loggers (self.log is not allowed here)."""
-        if not trainer.is_global_zero:
+        """The baseline, before any update; logged straight to the loggers (self.log is not allowed here).
+
+        A resumed run keeps the baseline its checkpoint restored (that of the untrained model).
+        """
+        if not trainer.is_global_zero or self.baseline is not None:
             return
         self.baseline = self._compute(pl_module)
         self.baseline_step = trainer.global_step

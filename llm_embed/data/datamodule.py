@@ -87,7 +87,7 @@ class PairDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        pairs_file: str | None = None,
+        pairs_file: str | list[str] | None = None,
         generator: PairGenerator | None = None,
         source: str = "wordnet",
         num_source: int = 4000,
@@ -101,7 +101,8 @@ class PairDataModule(L.LightningDataModule):
     ) -> None:
         """
         Args:
-            pairs_file: your own JSONL pairs (one {"anchor", "positive"} per line); if given, nothing is generated.
+            pairs_file: your own JSONL pairs (one {"anchor", "positive"} per line), or a list of
+                such files trained on together (a mixture); if given, nothing is generated.
             generator: how to make pairs from the source texts (default: AugmentPairs()).
             source: source corpus name ("wordnet") or a path to a .txt file, one sentence per line.
             num_source: how many source texts to sample (seeded); all of them if the source is smaller.
@@ -129,7 +130,10 @@ class PairDataModule(L.LightningDataModule):
             raise ValueError(f"num_workers={num_workers!r} is negative; use num_workers >= 0")
         check_on_bad_line(on_bad_line)
         if pairs_file is not None:
-            validate_pairs_file(pairs_file)
+            if isinstance(pairs_file, list | tuple) and not pairs_file:
+                raise ValueError("pairs_file=[] names no file; give a file, a list of files, or null")
+            for path in [pairs_file] if isinstance(pairs_file, str) else pairs_file:
+                validate_pairs_file(path)
             if generator is not None:
                 log.warning(
                     "pairs_file %s is given, so generator %r and source are not used",
@@ -153,10 +157,18 @@ class PairDataModule(L.LightningDataModule):
         self.val_pairs: list[dict] = []
 
     @property
+    def pair_paths(self) -> list[Path]:
+        """The pairs files that ``setup`` reads: ``pairs_file`` (one or several), or the cache file."""
+        if self.pairs_file is None:
+            return [self.cache_path]
+        files = [self.pairs_file] if isinstance(self.pairs_file, str) else self.pairs_file
+        return [Path(f) for f in files]
+
+    @property
     def cache_path(self) -> Path:
-        """The pairs file that ``setup`` reads: ``pairs_file``, or the generated cache file."""
+        """The first pairs file ``setup`` reads: ``pairs_file``, or the generated cache file."""
         if self.pairs_file is not None:
-            return Path(self.pairs_file)
+            return self.pair_paths[0]
         return resolve_pairs_cache(
             self.source,
             self.generator,
@@ -178,10 +190,12 @@ class PairDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Read the pairs and split them into train and val (every process, same split)."""
-        path = self.cache_path
-        if not path.is_file():
-            raise UserError(f"pairs cache {path} is missing: call prepare_data() before setup()")
-        pairs = read_pairs(path, on_bad_line=self.on_bad_line)
+        pairs: list[dict] = []
+        for path in self.pair_paths:
+            if not path.is_file():
+                raise UserError(f"pairs cache {path} is missing: call prepare_data() before setup()")
+            pairs += read_pairs(path, on_bad_line=self.on_bad_line)
+        path = " + ".join(map(str, self.pair_paths))
         train, val = split_pairs(pairs, self.val_size, self.seed)
         if not train:
             raise UserError(
@@ -203,7 +217,7 @@ class PairDataModule(L.LightningDataModule):
         problem = degenerate_problem(self.train_pairs, self.batch_size) if self.check_pairs else None
         if problem is not None:
             raise UserError(
-                f"the training pairs of {self.cache_path} cannot teach anything: {problem}; "
+                f"the training pairs of {' + '.join(map(str, self.pair_paths))} cannot teach anything: {problem}; "
                 "fix the pairs, or set data.check_pairs=false to train anyway"
             )
 

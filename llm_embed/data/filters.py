@@ -178,6 +178,10 @@ def format_report(manifest: dict[str, Any]) -> str:
     report = manifest.get("report") or {}
     if not report:
         return f"{manifest.get('num_pairs', '?')} pairs ({manifest.get('generator')}: no filter report)"
+    if "generations" not in report:  # a generator without an LLM (WordNet pairs): its own counts
+        return f"{manifest.get('num_pairs', '?')} pairs ({manifest.get('generator')}): " + ", ".join(
+            f"{key} {value}" for key, value in report.items()
+        )
     gens = max(1, report["generations"])
     lines = [
         f"sources {report['sources']}, generations {report['generations']}, "

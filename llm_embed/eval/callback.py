@@ -147,9 +147,20 @@ class ClusteringEvalCallback(pl.Callback):
                 path, json.dumps({"tasks": self.tasks, "history": self.history}, indent=1)
             )
 
+    def state_dict(self) -> dict[str, Any]:
+        """The history rides in each checkpoint, so a resumed run's score file keeps every row."""
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Baseline before any update; rank 0 logs straight to the loggers (self.log is not allowed here)."""
-        if not self.baseline or not trainer.is_global_zero:
+        """Baseline before any update; rank 0 logs straight to the loggers (self.log is not allowed here).
+
+        A resumed run has its baseline in the restored history already (it is of step 0).
+        """
+        resumed = any(h["stage"] == "baseline" for h in self.history)
+        if not self.baseline or resumed or not trainer.is_global_zero:
             return
         metrics = self._run(trainer, pl_module, "baseline")
         for lightning_logger in trainer.loggers:

@@ -5,6 +5,13 @@
   writer stages the file in the system temp folder and moves it, which is a copy (not atomic)
   when that folder is another file system, so a kill during the copy can leave a truncated
   ``last.ckpt``.
+  Overwriting keeps the file it replaces as ``<name>.prev`` until the next save, and
+  :func:`read_checkpoint` falls back to it, with a one-line notice, when ``last.ckpt`` is damaged
+  (a disk error, a copy cut short): the run then loses one checkpoint interval, not itself.
+- :class:`ResumableCheckpoint` is Lightning's ModelCheckpoint, except that a step whose validation
+  is due is saved after that validation, not before: Lightning resumes a checkpoint taken between
+  a step and its validation without that validation, so a run killed during its final evaluation
+  would end without scores.
 - :func:`read_checkpoint` loads with ``weights_only=True`` and turns a missing, corrupt or foreign
   file into one-line errors; :func:`check_checkpoint_matches` refuses a checkpoint of another
   LoRA configuration, which non-strict loading would otherwise skip silently.
@@ -18,6 +25,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Sampler
 
 from llm_embed._fs import atomic_write, remove_stale_temps
@@ -34,24 +44,65 @@ from llm_embed.errors import UserError, first_line
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
 
+log = logging.getLogger(__name__)
 RESUME_HINT = "checkpoints/<run>/checkpoints/last.ckpt"
+_damaged: set[Path] = set()  # checkpoints found unreadable: never kept as anyone's previous
 
 
 # -- writing and reading checkpoints --------------------------------------------------------------
+def previous_of(path: str | os.PathLike[str]) -> Path:
+    """Where a checkpoint's predecessor is kept: ``last.ckpt`` -> ``last.ckpt.prev``."""
+    path = Path(path)
+    return path.with_name(path.name + ".prev")
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` through :func:`llm_embed._fs.atomic_write`: readers see the old or the new file."""
+    """``torch.save`` through :func:`llm_embed._fs.atomic_write`: readers see the old or the new file.
+
+    The file it replaces becomes ``<name>.prev`` (a hard link, so both exist at every instant),
+    unless it was found damaged.
+    """
     remove_stale_temps(path)  # of a writer killed mid-save (one writer per path: rank zero)
+    keep = None if Path(path).expanduser().resolve() in _damaged else previous_of(path)
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as f:
             torch.save(obj, f)
 
-    atomic_write(path, write)
+    atomic_write(path, write, previous=keep)
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a Lightning checkpoint on CPU with ``weights_only=True``; UserError if it cannot be resumed from."""
+    """Load a Lightning checkpoint on CPU with ``weights_only=True``; UserError if it cannot be resumed from.
+
+    A damaged file whose predecessor (``<name>.prev``) loads falls back to it, with a one-line
+    notice naming both and the step it resumes from.
+    """
     p = Path(path).expanduser()
+    try:
+        return _read_one(p)
+    except UserError:
+        prev = previous_of(p)
+        if not prev.is_file():
+            raise
+        try:
+            checkpoint = _read_one(prev)
+        except UserError:
+            raise UserError(
+                f"checkpoint {p} and its predecessor {prev} are both damaged: start again without --ckpt_path"
+            ) from None
+    if p.resolve() not in _damaged:
+        _damaged.add(p.resolve())
+        if rank_zero_only.rank == 0:
+            log.warning(
+                "checkpoint %s is damaged or missing; resuming from the one before it, %s (step %s)",
+                p, prev, checkpoint.get("global_step"),
+            )  # fmt: skip
+    return checkpoint
+
+
+def _read_one(p: Path) -> dict[str, Any]:
+    """One checkpoint file, loaded and checked, or a one-line UserError."""
     if not p.is_file():
         raise UserError(
             f"checkpoint {p} not found: pass --ckpt_path {RESUME_HINT} of an earlier run"
@@ -111,6 +162,41 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
         return read_checkpoint(path)
+
+
+def validation_due(trainer: Trainer) -> bool:
+    """Whether the fit loop validates right after the training batch that just ended."""
+    loop = trainer.fit_loop
+    try:
+        return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))
+    except AttributeError:  # another Lightning: no deferral, ModelCheckpoint's own behaviour
+        return False
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` that saves a step with a validation only after it has run.
+
+    Lightning resumes a checkpoint written between a training step and its validation as if that
+    validation had happened (at ``max_steps`` the run simply ends), so a run killed during its
+    final evaluation would resume into a model without scores. Here a save that falls on such a
+    step, and every step that validates, is deferred to the end of the validation (Lightning's
+    own deferral, as for a monitored metric), so the checkpoint holds the scores too. Every
+    ``ModelCheckpoint`` argument keeps its meaning.
+    """
+
+    def on_train_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if validation_due(trainer):
+            if not self._should_skip_saving_checkpoint(trainer):
+                self._defer_save_until_validation = True
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 # -- randomness that replays ----------------------------------------------------------------------
