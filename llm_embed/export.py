@@ -13,6 +13,7 @@ in ``llm_embed.inference.export_folder.export_model``.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,7 @@ def cli_main(argv: list[str] | None = None) -> None:
         prompt=args.prompt,
         overwrite=args.overwrite,
         trust_remote_code=args.trust_remote_code,
+        command=shlex.join(["python", "-m", "llm_embed.export", *(sys.argv[1:] if argv is None else argv)]),
     )
 
 

@@ -186,3 +186,23 @@ def test_recipe_study_evaluate_row_scores_the_run_of_its_own_seed(tmp_path):
     cmd = evaluate_command(row, tmp_path / "row-s2", 2)
     assert cmd[cmd.index("--model") + 1] == "checkpoints/recipe/base-s2"
     assert cmd[-2:] == ["--out", str(tmp_path / "row-s2")]
+
+
+def test_prompt_ensemble_of_one_prompt_is_that_prompts_encoder(tiny_model_dir):
+    """A one-prompt ensemble gives the encoder's own vectors; weighted_mean_last is that pooling."""
+    import torch
+
+    from benchmarks.layer_sweep import Sweep
+    from benchmarks.prompt_ensemble import Ensemble
+    from llm_embed.encoder import Encoder
+
+    texts = ["a cat sat on the mat", "stocks fell sharply", "to move fast"]
+    sweep = Sweep(Encoder(tiny_model_dir), [-1], ["weighted_mean", "last"])
+    for prompt in ("clustering", "prompteol"):
+        for parts, pooling in (([(prompt, 0)], "weighted_mean"), ([(prompt, 0), (prompt, 1)], "weighted_mean_last")):
+            got = Ensemble(sweep, parts).encode(texts, batch_size=2)
+            want = Encoder(tiny_model_dir, pooling=pooling, prompt=prompt).encode(texts, batch_size=2)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    two = Ensemble(sweep, [("clustering", 0), ("prompteol", 0)]).encode(texts)
+    one = Ensemble(sweep, [("clustering", 0)]).encode(texts)
+    assert not torch.allclose(two, one)  # the second prompt's pass enters the mean

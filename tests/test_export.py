@@ -246,3 +246,75 @@ def test_export_cli_end_to_end(run_dir, tmp_path, run_python):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "exported" in proc.stderr and (tmp_path / "exported" / "modules.json").is_file()
+
+
+def _front_matter(readme: str) -> dict:
+    import yaml
+
+    assert readme.startswith("---\n"), readme[:200]
+    return yaml.safe_load(readme.split("---\n")[1])
+
+
+def test_model_card_of_a_run_has_hub_metadata_training_and_scores(run_dir, tmp_path):
+    """A run's export says what it was trained on and how well it clusters, next to its baseline."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    config = {
+        "seed_everything": 3,
+        "model": {"temperature": 0.05, "lr": 5e-5,
+                  "lora": {"init_args": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}}},
+        "data": {"pairs_file": ["a.jsonl", "b.jsonl"], "batch_size": 16},
+        "trainer": {"max_steps": 100},
+    }  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    history = [
+        {"step": 0, "stage": "baseline", "scores": {"TaskA": 0.25, "TaskB": 0.5}},
+        {"step": 50, "stage": "validation", "scores": {"TaskA": 0.3, "TaskB": 0.55}},
+        {"step": 100, "stage": "validation", "scores": {"TaskA": 0.375, "TaskB": 0.625}},
+    ]
+    (run / "mteb_scores.json").write_text(json.dumps({"tasks": ["TaskA", "TaskB"], "history": history}))
+    out = export_model(str(run), tmp_path / "export", command="python -m llm_embed.export --model R")
+    readme = (out / "README.md").read_text()
+    meta = _front_matter(readme)
+    assert meta["library_name"] == "sentence-transformers" and "llm-embed" in meta["tags"]
+    assert "base_model" not in meta and "license" not in meta  # a local tiny model: unknown
+    assert "| TaskA | 0.2500 | 0.3750 (step 100) |" in readme  # the last evaluation, not step 50
+    assert "| TaskB | 0.5000 | 0.6250 (step 100) |" in readme
+    assert "`a.jsonl`, `b.jsonl`" in readme and "100 x 16 pairs" in readme
+    assert "temperature 0.05" in readme and "r=4, alpha=8" in readme
+    assert "Made with: `python -m llm_embed.export --model R`" in readme
+    assert (out / "training_config.yaml").read_text() == (run / "config.yaml").read_text()
+    assert not (out / "NOTICE").exists()
+
+
+def test_model_card_of_a_packaged_base_carries_its_terms(tmp_path):
+    from types import SimpleNamespace
+
+    from llm_embed.inference.model_card import base_model_terms, model_card
+
+    def card(backbone: str) -> str:
+        config = {"backbone": backbone, "pooling": {"type": "last"}, "prompt": "{text}",
+                  "max_text_tokens": 100, "normalize": True, "layer": -1}  # fmt: skip
+        return model_card(SimpleNamespace(config_dict=config, embed_dim=8), "some/run")
+
+    gemma = card("gemma3-270m")
+    assert _front_matter(gemma) | {"tags": None} == {
+        "library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
+        "tags": None, "base_model": "google/gemma-3-270m", "license": "gemma",
+    }  # fmt: skip
+    assert "Gemma Terms of Use found at ai.google.dev/gemma/terms" in gemma
+    from llm_embed.inference.model_card import write_card
+
+    fake = SimpleNamespace(config_dict={"backbone": "gemma3-270m", "pooling": {"type": "last"},
+                                        "prompt": "{text}", "max_text_tokens": 100,
+                                        "normalize": True, "layer": -1}, embed_dim=8)  # fmt: skip
+    write_card(tmp_path, fake, "gemma3-270m")
+    assert "ai.google.dev/gemma/terms" in (tmp_path / "NOTICE").read_text()
+    smol = card("smollm2-135m-instruct")
+    assert _front_matter(smol)["license"] == "apache-2.0" and "Gemma" not in smol
+    assert base_model_terms("Qwen/Qwen3-0.6B")["base_model"] == "Qwen/Qwen3-0.6B"
+    assert _front_matter(card("Qwen/Qwen3-0.6B"))["base_model"] == "Qwen/Qwen3-0.6B"

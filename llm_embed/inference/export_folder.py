@@ -6,7 +6,8 @@ One folder serves both, so the merged weights are written once::
       config.json  model.safetensors  tokenizer.json ...   merged backbone: AutoModel.from_pretrained(out)
       llm_embed.json                    Encoder arguments but backbone: pooling, prompt, max_text_tokens, ...
       modules.json  config_sentence_transformers.json       one module, llm_embed.inference.st_module.LLMEmbedTransformer
-      README.md                         what the vectors are and the three ways to load them
+      README.md                         model card: hub metadata, settings, training, scores, loading
+      NOTICE  training_config.yaml      the base model's required notice (Gemma); a run's config
 
 Everything goes through :class:`~llm_embed.encoder.Encoder`: the export wraps the encoder that
 :mod:`llm_embed.inference.load` builds from ``--model``, and the sentence-transformers module
@@ -24,70 +25,20 @@ from typing import TYPE_CHECKING, Any
 from llm_embed._fs import atomic_write_dir, check_output
 from llm_embed.errors import UserError
 from llm_embed.inference.load import EXPORT_CONFIG, is_export, load_encoder, read_encoder_config
+from llm_embed.inference.model_card import ST_MODULE, write_card
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from llm_embed.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
 # The one class an export's modules.json names; exports written before it moved name the old
 # path, which stays importable (llm_embed/st_module.py re-exports it).
-ST_MODULE = "llm_embed.inference.st_module.LLMEmbedTransformer"
 ST_MODULE_NAMES = (ST_MODULE, "llm_embed.st_module.LLMEmbedTransformer")
 
 
 # -- export -----------------------------------------------------------------------------------------
-def _readme(encoder: Encoder, source: str) -> str:
-    from llm_embed import __version__
-
-    config = encoder.config_dict
-    return f"""# {Path(source).name or source} (llm-embed export)
-
-Text embeddings from the decoder `{config["backbone"]}`{" with its LoRA adapter merged" if source != config["backbone"] else ""},
-exported by llm-embed {__version__} from `{source}`.
-
-| setting | value |
-|---|---|
-| pooling | `{json.dumps(config["pooling"])}` |
-| prompt template | `{config["prompt"]}` |
-| max_text_tokens | {config["max_text_tokens"]} (each text is cut to this many tokens before templating) |
-| normalize | {config["normalize"]} (cosine similarity = dot product) |
-| layer | {config["layer"]} |
-| dimension | {encoder.embed_dim} |
-
-## sentence-transformers
-
-```python
-from llm_embed.inference.export_folder import load_sentence_transformer
-model = load_sentence_transformer("path/to/this/folder")
-embeddings = model.encode(["a man is driving a car"])
-```
-
-The folder's one module is `{ST_MODULE}` from the installed `llm_embed`
-package (no code ships in this folder). sentence-transformers >= 6 imports classes outside its own
-namespace only with `trust_remote_code=True`: `load_sentence_transformer` checks that
-`modules.json` names nothing else and passes the flag; `SentenceTransformer(path,
-trust_remote_code=True)` works too. A `prompt=` given to `encode` replaces the template above.
-
-## llm-embed
-
-```python
-from llm_embed.inference.load import load_exported
-encoder = load_exported("path/to/this/folder")
-embeddings = encoder.encode(["a man is driving a car"])
-```
-
-or from the shell: `python -m llm_embed.encode --model path/to/this/folder --input texts.txt --out emb.npy`.
-
-## Plain transformers
-
-`AutoModel.from_pretrained(path)` loads the merged weights and the hidden states. To get the same
-vectors, apply the template and the pooling of `{EXPORT_CONFIG}` as `llm_embed.encoder.Encoder` does.
-"""
-
-
 def _replaceable(folder: Path) -> bool:
     """An export (it has ``llm_embed.json``) or an empty folder: what ``--overwrite`` may replace."""
     return is_export(folder) or not any(folder.iterdir())
@@ -101,8 +52,11 @@ def export_model(
     prompt: str | None = None,
     overwrite: bool = False,
     trust_remote_code: bool = False,
+    command: str | None = None,
 ) -> Path:
     """Merge, then write ``out`` (see the module docstring); returns ``out``.
+
+    ``command`` (the shell command that asked for the export) is quoted in the model card.
 
     Raises:
         UserError: ``out`` exists without ``overwrite``, or the model cannot be loaded.
@@ -120,7 +74,7 @@ def export_model(
             modules=[LLMEmbedTransformer(encoder=encoder)], device=str(encoder.device)
         )
         st.save(str(tmp), create_model_card=False)
-        (tmp / "README.md").write_text(_readme(encoder, model), encoding="utf-8")
+        write_card(tmp, encoder, model, command)
 
     atomic_write_dir(out, write)
     log.info(
