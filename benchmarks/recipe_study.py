@@ -108,6 +108,11 @@ def run_row(
             "command": shlex.join(shown)}  # fmt: skip
 
 
+def _per_seed(row: dict[str, Any]) -> bool:
+    """A row runs once per seed when it trains, or scores the run of each seed (``{seed}``)."""
+    return "fit" in row or any("{seed}" in str(a) for a in row.get("evaluate", []))
+
+
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
     """Records by (row, seed), the new ones replacing the old; a rerun keeps its first timing."""
     merged = {(r["row"], r["seed"]): r for r in old}
@@ -232,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     records = json.loads(results.read_text()) if results.is_file() else []
     if not args.render:
         for name in only:
-            for seed in seeds if "fit" in rows[name] else [0]:
+            for seed in seeds if _per_seed(rows[name]) else [0]:
                 gflops = matmul_peak() / 1e9  # before each run: the load on a machine changes
                 print(
                     f"machine: {gflops:.0f} GFLOP/s fp32 matmul, {os.cpu_count()} CPUs", flush=True

@@ -50,7 +50,7 @@ def parse(parser: ArgumentParser, argv: Sequence[str] | None) -> Any:
 
 
 def add_model_options(parser: ArgumentParser) -> None:
-    """``--model`` (required), ``--pooling``, ``--prompt`` and ``--trust-remote-code``: the same flags wherever a command loads a model."""
+    """``--model`` (required), ``--pooling``, ``--prompt``, ``--truncate-dim`` and ``--trust-remote-code``: the same flags wherever a command loads a model."""
     from llm_embed.inference.load import MODEL_HELP
 
     parser.add_argument("--model", type=str, required=True, help=MODEL_HELP)
@@ -65,6 +65,12 @@ def add_model_options(parser: ArgumentParser) -> None:
         type=str | None,
         default=None,
         help="override the prompt name or template (default: the run's, or clustering)",
+    )
+    parser.add_argument(
+        "--truncate-dim",
+        type=int | None,
+        default=None,
+        help="keep the first N dimensions of each vector (Matryoshka; default: all)",
     )
     add_trust_remote_code(parser)
 

@@ -62,6 +62,7 @@ def cli_main(argv: list[str] | None = None) -> None:
         args.out,
         pooling=args.pooling,
         prompt=args.prompt,
+        truncate_dim=args.truncate_dim,
         trust_remote_code=args.trust_remote_code,
         device=args.device,
         progress=not args.no_progress,

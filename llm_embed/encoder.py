@@ -61,6 +61,9 @@ class Encoder(nn.Module):
         trust_remote_code: let transformers run code shipped with a hub model (off by default).
         load_in_4bit: keep the frozen base weights in 4-bit NF4 on the GPU (QLoRA; needs CUDA
             and bitsandbytes, else a one-line error).
+        truncate_dim: keep the first ``truncate_dim`` dimensions of each vector (then normalise):
+            shorter vectors, as a Matryoshka-trained model (``EmbeddingModule(matryoshka_dims=...)``)
+            allows. None keeps them all.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class Encoder(nn.Module):
         attn_implementation: str | None = "sdpa",
         trust_remote_code: bool = False,
         load_in_4bit: bool = False,
+        truncate_dim: int | None = None,
     ) -> None:
         super().__init__()
         # the arguments as given, for config_dict (pooling and prompt are read live: a grid swaps pooling)
@@ -113,12 +117,23 @@ class Encoder(nn.Module):
         self.attn_implementation = attn_implementation
         self.trust_remote_code = trust_remote_code
         self.load_in_4bit = load_in_4bit
+        if truncate_dim is not None and (
+            isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1
+        ):
+            raise ValueError(f"truncate_dim={truncate_dim!r} is invalid; use an int >= 1 or null")
+        self.truncate_dim = truncate_dim
         self.set_pooling(self.pooling)  # checks what the pooling needs of the tokenizer
         self.num_truncated = 0  # texts cut to max_text_tokens so far
 
     def set_pooling(self, pooling: str | Pooling) -> None:
         """Use another pooling on the same backbone (poolings hold no weights; a grid swaps them)."""
         pooling = from_config(pooling)
+        full = pooling.output_dim(self.backbone.config.hidden_size)
+        if self.truncate_dim is not None and self.truncate_dim > full:
+            raise ValueError(
+                f"truncate_dim={self.truncate_dim} is larger than the model's {full} dimensions "
+                f"({pooling.name} pooling); use 1..{full}"
+            )
         if pooling.appends_eos and self.tokenizer.eos_token_id is None:
             raise UserError(
                 f"pooling 'eos' needs an EOS token, and model {self.backbone_name!r} has none"
@@ -141,7 +156,8 @@ class Encoder(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        return self.pooling.output_dim(self.backbone.config.hidden_size)
+        full = self.pooling.output_dim(self.backbone.config.hidden_size)
+        return full if self.truncate_dim is None else self.truncate_dim
 
     @property
     def device(self) -> torch.device:
@@ -237,6 +253,8 @@ class Encoder(nn.Module):
         emb = self.pooling(
             hidden.float(), batch["attention_mask"], prompt_mask=batch["prompt_mask"]
         )
+        if self.truncate_dim is not None:
+            emb = emb[:, : self.truncate_dim]
         return F.normalize(emb, dim=-1) if self.normalize else emb
 
     def encode(

@@ -45,6 +45,7 @@ def cli_main(argv: list[str] | None = None) -> None:
         args.out,
         pooling=args.pooling,
         prompt=args.prompt,
+        truncate_dim=args.truncate_dim,
         overwrite=args.overwrite,
         trust_remote_code=args.trust_remote_code,
         command=shlex.join(["python", "-m", "llm_embed.export", *(sys.argv[1:] if argv is None else argv)]),

@@ -65,26 +65,55 @@ def info_nce(
 
 
 class InfoNCELoss(nn.Module):
-    """Module wrapper of :func:`info_nce` holding its settings (for configs and hparams)."""
+    """Module wrapper of :func:`info_nce` holding its settings (for configs and hparams).
+
+    With ``matryoshka_dims`` the loss is the mean of :func:`info_nce` on each leading slice of
+    the vectors (Kusupati et al., arXiv 2205.13147; sentence-transformers' MatryoshkaLoss with
+    equal weights), each slice renormalised inside :func:`info_nce`: the first dimensions then
+    carry an embedding of their own, so vectors can be cut short (``Encoder(truncate_dim=...)``).
+    The slices are taken of the vectors the loss receives, so it composes with GradCache and
+    cross-device negatives unchanged.
+    """
 
     def __init__(
-        self, temperature: float = 0.2, symmetric: bool = False, gather: bool = False
+        self,
+        temperature: float = 0.2,
+        symmetric: bool = False,
+        gather: bool = False,
+        matryoshka_dims: list[int] | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} must be > 0")
+        if matryoshka_dims is not None:
+            dims = list(matryoshka_dims) if isinstance(matryoshka_dims, list | tuple) else []
+            if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+                raise ValueError(
+                    f"matryoshka_dims={matryoshka_dims!r} is invalid; give a list of ints >= 1, e.g. [640, 256, 128, 64]"
+                )
+            matryoshka_dims = sorted(set(dims), reverse=True)
         self.temperature = temperature
         self.symmetric = symmetric
         self.gather = gather
+        self.matryoshka_dims = matryoshka_dims
 
     def forward(
         self, anchors: torch.Tensor, candidates: torch.Tensor, offset: int = 0
     ) -> torch.Tensor:
-        return info_nce(
-            anchors,
-            candidates,
-            temperature=self.temperature,
-            offset=offset,
-            symmetric=self.symmetric,
-            gather=self.gather,
-        )
+        dims = self.matryoshka_dims or [anchors.size(-1)]
+        if dims[0] > anchors.size(-1):
+            raise ValueError(
+                f"matryoshka_dims has {dims[0]}, more than the {anchors.size(-1)} dimensions of the vectors"
+            )
+        losses = [
+            info_nce(
+                anchors[:, :d],
+                candidates[:, :d],
+                temperature=self.temperature,
+                offset=offset,
+                symmetric=self.symmetric,
+                gather=self.gather,
+            )
+            for d in dims
+        ]
+        return torch.stack(losses).mean()

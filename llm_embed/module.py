@@ -90,6 +90,9 @@ class EmbeddingModule(L.LightningModule):
         grad_cache_mini_batch: texts per forward pass under ``grad_cache`` (and in validation).
         gradient_checkpointing: recompute each layer's activations in the backward pass
             (non-reentrant, so LoRA gets its gradients); less memory, ~30% more compute.
+        matryoshka_dims: also train the leading slices of the vectors as embeddings of their
+            own (e.g. ``[640, 256, 128, 64]``; the loss is the mean over the slices), so
+            ``truncate_dim`` can shorten them later. None = the plain loss.
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class EmbeddingModule(L.LightningModule):
         grad_cache: bool = False,
         grad_cache_mini_batch: int = 32,
         gradient_checkpointing: bool = False,
+        matryoshka_dims: list[int] | None = None,
     ) -> None:
         super().__init__()
         if lr <= 0:
@@ -133,8 +137,16 @@ class EmbeddingModule(L.LightningModule):
         if gradient_checkpointing:
             enable_checkpointing(self.encoder.backbone.get_base_model())
         self.loss_fn = InfoNCELoss(
-            temperature=temperature, symmetric=symmetric, gather=gather_across_devices
+            temperature=temperature,
+            symmetric=symmetric,
+            gather=gather_across_devices,
+            matryoshka_dims=matryoshka_dims,
         )
+        if matryoshka_dims and max(matryoshka_dims) > encoder.embed_dim:
+            raise ValueError(
+                f"matryoshka_dims={list(matryoshka_dims)} has a dimension above the encoder's "
+                f"{encoder.embed_dim}; use values in 1..{encoder.embed_dim}"
+            )
         self.strict_loading = False  # checkpoints hold only the trainable (LoRA) weights
         self.encoder.train()  # from_pretrained leaves the backbone in eval mode
 

@@ -186,6 +186,10 @@ def test_recipe_study_evaluate_row_scores_the_run_of_its_own_seed(tmp_path):
     cmd = evaluate_command(row, tmp_path / "row-s2", 2)
     assert cmd[cmd.index("--model") + 1] == "checkpoints/recipe/base-s2"
     assert cmd[-2:] == ["--out", str(tmp_path / "row-s2")]
+    from benchmarks.recipe_study import _per_seed
+
+    assert _per_seed(row) and _per_seed({"fit": []})  # each seed's run is scored
+    assert not _per_seed({"evaluate": ["--model", "gemma3-270m"]})  # one untrained model: once
 
 
 def test_prompt_ensemble_of_one_prompt_is_that_prompts_encoder(tiny_model_dir):

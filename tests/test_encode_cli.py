@@ -343,3 +343,22 @@ def test_parquet_without_pyarrow_is_a_clear_error(run_dir, tmp_path, capsys, mon
     )
     check_error(code, err, "--parquet needs pyarrow", "pip install pyarrow", command="encode")
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_truncate_dim_keeps_the_leading_dimensions_renormalised(run_dir, tmp_path, capsys):
+    import torch
+
+    texts = write_txt(tmp_path / "t.txt", ["a cat", "stocks fell", "to run fast"])
+    code, err = encode(capsys, "--model", str(run_dir), "--input", str(texts),
+                       "--out", str(tmp_path / "e8.npy"), "--truncate-dim", "8")  # fmt: skip
+    assert code == 0, err
+    full = load_model(str(run_dir)).encode(["a cat", "stocks fell", "to run fast"])
+    want = torch.nn.functional.normalize(full[:, :8], dim=-1).numpy()  # normalised, then cut, then again
+    got = np.load(tmp_path / "e8.npy")
+    assert got.shape == (3, 8)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    code, err = encode(capsys, "--model", str(run_dir), "--input", str(texts),
+                       "--out", str(tmp_path / "big.npy"), "--truncate-dim", "999")  # fmt: skip
+    check_error(code, err, "truncate_dim=999 is larger than the model's 32 dimensions", "1..32",
+                command="encode")  # fmt: skip
+    assert not (tmp_path / "big.npy").exists()

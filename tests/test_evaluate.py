@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cli_errors import check_error, check_proc
 from mteb_reference import mteb_bootstrap_v_measure
 
 from llm_embed._cli import run_cli
 from llm_embed.encoder import Encoder
+from llm_embed.errors import UserError
 from llm_embed.eval import grid as eval_grid
 from llm_embed.eval import tasks as eval_tasks
 from llm_embed.eval.clustering import evaluate_clustering
@@ -354,6 +356,15 @@ def test_st_encoder_on_packaged_minilm(tmp_path, tiny_model_dir):
     wrapped = st.encode(["A man is driving a car."], prompt="clustering")
     direct = st.encode([PROMPTS["clustering"].replace("{text}", "A man is driving a car.")])
     np.testing.assert_allclose(wrapped.numpy(), direct.numpy(), atol=1e-6)
+    # truncate_dim: sentence-transformers' own, renormalised; out of range is one line
+    short = STEncoder("all-minilm-l6-v2", truncate_dim=64)
+    cut = short.encode(["A man is driving a car."])
+    assert short.embed_dim == 64 and cut.shape == (1, 64)
+    np.testing.assert_allclose(
+        cut.numpy(), torch.nn.functional.normalize(emb[:1, :64], dim=-1).numpy(), atol=1e-5
+    )
+    with pytest.raises(UserError, match="truncate_dim=999 is out of range .* use 1..384"):
+        STEncoder("all-minilm-l6-v2", truncate_dim=999)
 
     # as a baseline row beside a model, through the same evaluate_clustering path
     out = tmp_path / "out"
@@ -385,3 +396,17 @@ def test_options_come_from_config_files_and_print_config(tiny_model_dir, tmp_pat
     printed = capsys.readouterr().out
     assert done.value.code == 0
     assert "pooling: mean" in printed and "batch_size: 8" in printed and "max_documents" in printed
+
+
+def test_truncate_dim_is_part_of_each_record_and_row(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    base = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--out", str(out)]
+    assert evaluate(base) == 0
+    assert evaluate([*base, "--truncate-dim", "8"]) == 0  # a new cell, not a resumed one
+    records = read(out)
+    assert sorted((r["truncate_dim"] or 0) for r in records) == [0, 8]
+    full, cut = sorted(records, key=lambda r: r["truncate_dim"] or 0)
+    assert full["v_measure"] != cut["v_measure"]
+    want = Encoder(tiny_model_dir, truncate_dim=8)
+    assert cut["v_measure"] == pytest.approx(evaluate_clustering(want, ["TinyTopics"])["TinyTopics"])
+    assert "last @8d" in (out / "results.md").read_text(encoding="utf-8")

@@ -318,3 +318,17 @@ def test_model_card_of_a_packaged_base_carries_its_terms(tmp_path):
     assert _front_matter(smol)["license"] == "apache-2.0" and "Gemma" not in smol
     assert base_model_terms("Qwen/Qwen3-0.6B")["base_model"] == "Qwen/Qwen3-0.6B"
     assert _front_matter(card("Qwen/Qwen3-0.6B"))["base_model"] == "Qwen/Qwen3-0.6B"
+
+
+def test_truncate_dim_travels_with_the_export_and_sentence_transformers_cuts_further(run_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    out = export_model(str(run_dir), tmp_path / "export", truncate_dim=16)
+    reference = load_model(str(run_dir), truncate_dim=16).encode(TEXTS)
+    model = load_sentence_transformer(out, device="cpu")
+    got = model.encode(TEXTS, convert_to_tensor=True)
+    assert got.shape == (len(TEXTS), 16) and cosine(got, reference).min() > 0.9999
+    st = SentenceTransformer(str(out), device="cpu", trust_remote_code=True, truncate_dim=4)
+    four = st.encode(TEXTS, convert_to_tensor=True)
+    assert four.shape == (len(TEXTS), 4)
+    assert cosine(four, reference[:, :4]).min() > 0.9999  # sentence-transformers' own truncate_dim

@@ -241,3 +241,23 @@ def test_grad_cache_refuses_fsdp_with_one_line(tiny_model_dir):
         UserError, match="grad_cache works on one device or with DDP, not with FSDPStrategy"
     ):
         module.setup("fit")
+
+
+def test_matryoshka_composes_with_grad_cache(tiny_model_dir):
+    """The Matryoshka loss under GradCache equals it on the full batch (value and LoRA gradients)."""
+    dims = [32, 8]  # the tiny model's 32 dimensions and a slice of them
+    plain = make_module(tiny_model_dir, matryoshka_dims=dims)
+    want_loss = plain._loss(PAIRS)
+    want_loss.backward()
+    cached = make_module(tiny_model_dir, grad_cache=True, grad_cache_mini_batch=4, matryoshka_dims=dims)
+    loss = cached._loss(PAIRS)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), want_loss.detach(), atol=1e-5, rtol=1e-4)
+    want, got = lora_grads(plain), lora_grads(cached)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], atol=1e-5, rtol=1e-4, msg=n)
+    full_only = make_module(tiny_model_dir, matryoshka_dims=[32])._loss(PAIRS)
+    torch.testing.assert_close(full_only, make_module(tiny_model_dir)._loss(PAIRS))
+    assert abs(want_loss.item() - full_only.item()) > 1e-4  # the slice changes the loss
+    with pytest.raises(ValueError, match="above the encoder's 32"):
+        make_module(tiny_model_dir, matryoshka_dims=[64, 8])

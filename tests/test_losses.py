@@ -79,3 +79,18 @@ def test_global_batch_loss_is_the_mean_of_per_rank_losses_against_gathered_candi
     a, c = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
     per_rank = [info_nce(a[r * 3 : (r + 1) * 3], c, offset=r * 3) for r in range(2)]
     assert (sum(per_rank) / 2).item() == pytest.approx(info_nce(a, c).item(), rel=1e-6)
+
+
+def test_matryoshka_is_the_mean_over_renormalised_slices():
+    g = torch.Generator().manual_seed(5)
+    a, c = torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g)
+    plain = InfoNCELoss(0.1)(a, c)
+    assert InfoNCELoss(0.1, matryoshka_dims=[8])(a, c).item() == pytest.approx(plain.item(), rel=1e-6)
+    got = InfoNCELoss(0.1, matryoshka_dims=[2, 8, 4])(a, c)  # any order: the slices count once each
+    want = sum(reference_info_nce(a[:, :d], c[:, :d], 0.1) for d in (8, 4, 2)) / 3
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    for bad in ([], [0, 4], [4.5], True):
+        with pytest.raises(ValueError, match="matryoshka_dims"):
+            InfoNCELoss(0.1, matryoshka_dims=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="more than the 8 dimensions"):
+        InfoNCELoss(0.1, matryoshka_dims=[16, 4])(a, c)

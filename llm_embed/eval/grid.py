@@ -88,6 +88,12 @@ class EvalConfig:
         default=None,
         metadata=_option("prompt name or template with {text} (default: clustering, or the run's)"),
     )
+    truncate_dim: int | None = field(
+        default=None,
+        metadata=_option(
+            "keep the first N dimensions of every model's vectors (Matryoshka; default: all)"
+        ),
+    )
     grid: bool = field(
         default=False,
         metadata=_option(
@@ -154,7 +160,9 @@ def _names(value: Sequence[str] | str | None) -> list[str] | None:
     return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
-def load_encoder(source: ModelSource, first: Cell, trust_remote_code: bool = False) -> Any:
+def load_encoder(
+    source: ModelSource, first: Cell, trust_remote_code: bool = False, truncate_dim: int | None = None
+) -> Any:
     """Build the encoder of ``source`` once, with the first cell's pooling (later cells swap it)."""
     start = time.monotonic()
     pooling = None if source.kind == "sentence-transformers" else first.pooling
@@ -163,6 +171,7 @@ def load_encoder(source: ModelSource, first: Cell, trust_remote_code: bool = Fal
         pooling=pooling,
         prompt=first.default.template,
         trust_remote_code=trust_remote_code,
+        truncate_dim=truncate_dim,
     )
     log.info("loaded %s in %.1f s", source.label, time.monotonic() - start)
     return encoder
@@ -235,11 +244,16 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
+    dim = config.truncate_dim
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+        raise UserError(f"truncate_dim={dim!r} is invalid: give an int >= 1, or leave it out")
+
     def pending(source: ModelSource, cell: Cell) -> list[str]:
         return [
             t
             for t in task_names
-            if cell_key(source, cell, t, seed=seed, max_documents=caps(t)) not in done
+            if cell_key(source, cell, t, seed=seed, max_documents=caps(t), truncate_dim=dim)
+            not in done
         ]
 
     total = sum(len(cells) * len(task_names) for _, cells in plans)
@@ -258,7 +272,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         for source, cells in plans:
             if not any(pending(source, c) for c in cells):
                 continue
-            encoder = load_encoder(source, cells[0], config.trust_remote_code)
+            encoder = load_encoder(source, cells[0], config.trust_remote_code, dim)
             for cell in cells:
                 for task in pending(source, cell):
                     bar.set_postfix_str(
@@ -286,6 +300,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         batch_size=batch_size,
                         seconds=seconds,
                         provenance=provenance,
+                        truncate_dim=dim,
                     )
                     records.append(record)
                     done[record_key(record)] = record
@@ -307,7 +322,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     render(out, task_names, seed=seed, caps=caps, provenance=provenance)
     log.info("wrote %s, %s and %s in %s", RESULTS_JSON, RESULTS_MD, RESULTS_PNG, out)
     return [
-        done[cell_key(s, c, t, seed=seed, max_documents=caps(t))]
+        done[cell_key(s, c, t, seed=seed, max_documents=caps(t), truncate_dim=dim)]
         for s, cells in plans
         for c in cells
         for t in task_names

@@ -27,7 +27,10 @@ from llm_embed.inference.load import ModelSource
 RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "results.json", "results.md", "results.png"
 VERSIONED = ("torch", "transformers", "peft", "mteb", "sentence-transformers", "llm-embed")
 # The settings that make two records the same measurement (the resume key).
-KEY_FIELDS = ("model", "adapter", "pooling", "prompt_template", "task", "seed", "max_documents")
+KEY_FIELDS = (
+    "model", "adapter", "pooling", "prompt_template", "task", "seed", "max_documents",
+    "truncate_dim",
+)  # fmt: skip
 
 
 # -- provenance -----------------------------------------------------------------------------------
@@ -81,6 +84,7 @@ def make_record(
     batch_size: int,
     seconds: float,
     provenance: Mapping[str, Any],
+    truncate_dim: int | None = None,
 ) -> dict[str, Any]:
     """One results.json record: what was measured, with which settings, by which code."""
     return {
@@ -95,6 +99,7 @@ def make_record(
         "v_measure": v_measure,
         "seed": seed,
         "max_documents": max_documents,
+        "truncate_dim": truncate_dim,
         "batch_size": batch_size,
         "seconds": round(seconds, 2),
         **provenance,
@@ -107,7 +112,13 @@ def record_key(record: Mapping[str, Any]) -> tuple:
 
 
 def cell_key(
-    source: ModelSource, cell: Cell, task: str, *, seed: int, max_documents: int | None
+    source: ModelSource,
+    cell: Cell,
+    task: str,
+    *,
+    seed: int,
+    max_documents: int | None,
+    truncate_dim: int | None = None,
 ) -> tuple:
     """The resume key that the record of (``source``, ``cell``, ``task``) will have."""
     values = {
@@ -118,6 +129,7 @@ def cell_key(
         "task": task,
         "seed": seed,
         "max_documents": max_documents,
+        "truncate_dim": truncate_dim,
     }
     return tuple(values[k] for k in KEY_FIELDS)
 
@@ -167,8 +179,9 @@ def table_rows(records: Sequence[Mapping[str, Any]], *, seed: int, caps: DocCaps
         source = ModelSource(
             r.get("kind", "llm"), r["model"], r.get("adapter"), r.get("role", "model")
         )
-        key = (source.label, r["pooling"], r["prompt"])
-        row = rows.setdefault(key, Row(source.label, source.role, r["pooling"], r["prompt"], {}))
+        pooling = r["pooling"] + (f" @{r['truncate_dim']}d" if r.get("truncate_dim") else "")
+        key = (source.label, pooling, r["prompt"])
+        row = rows.setdefault(key, Row(source.label, source.role, pooling, r["prompt"], {}))
         row.scores[r["task"]] = float(r["v_measure"])
     return list(rows.values())
 

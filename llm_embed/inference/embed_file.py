@@ -375,6 +375,7 @@ def encode_file(
     trust_remote_code: bool = False,
     device: str | None = None,
     progress: bool = True,
+    truncate_dim: int | None = None,
     **options: Any,
 ) -> Summary:
     """Check the input, load ``model`` with the one ``--model`` loader, and :func:`embed_file` it.
@@ -395,6 +396,7 @@ def encode_file(
             pooling=pooling,
             prompt=prompt,
             trust_remote_code=trust_remote_code,
+            truncate_dim=truncate_dim,
         )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:

@@ -50,6 +50,7 @@ def export_model(
     *,
     pooling: str | None = None,
     prompt: str | None = None,
+    truncate_dim: int | None = None,
     overwrite: bool = False,
     trust_remote_code: bool = False,
     command: str | None = None,
@@ -63,7 +64,12 @@ def export_model(
     """
     out = check_output(out, folder=True, overwrite=overwrite, ours=_replaceable)
     encoder = load_encoder(
-        model, command="export", pooling=pooling, prompt=prompt, trust_remote_code=trust_remote_code
+        model,
+        command="export",
+        pooling=pooling,
+        prompt=prompt,
+        truncate_dim=truncate_dim,
+        trust_remote_code=trust_remote_code,
     )
     from sentence_transformers import SentenceTransformer
 

@@ -354,7 +354,12 @@ def load_model(
             raise UserError(
                 f"{source.model!r} is a sentence-transformers model: its pooling is its own"
             )
-        return STEncoder(source.model, prompt=prompt or "none", trust_remote_code=trust_remote_code)
+        return STEncoder(
+            source.model,
+            prompt=prompt or "none",
+            trust_remote_code=trust_remote_code,
+            truncate_dim=overrides.get("truncate_dim"),
+        )
     kwargs = {
         k: v
         for k, v in {"pooling": pooling, "prompt": prompt, **overrides}.items()

@@ -65,6 +65,8 @@ class STEncoder:
         prompt: Default template (name or string with ``{text}``) wrapped around every text.
         device: Torch device; None = CPU (evaluation runs here are CPU-sized).
         trust_remote_code: Let sentence-transformers run code shipped with a hub model.
+        truncate_dim: keep the first dimensions of each vector (sentence-transformers' own
+            ``truncate_dim``); None keeps them all.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class STEncoder:
         prompt: str = "none",
         device: str | None = None,
         trust_remote_code: bool = False,
+        truncate_dim: int | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -90,6 +93,12 @@ class STEncoder:
                 f"{', '.join(ST_PACKAGED)}, a local folder, or a cached hub id"
             ) from err
         self.model.eval()
+        full = int(self.model.get_embedding_dimension())
+        if truncate_dim is not None and not 1 <= truncate_dim <= full:
+            raise UserError(
+                f"truncate_dim={truncate_dim} is out of range for {model!r} ({full} dimensions); use 1..{full}"
+            )
+        self.model.truncate_dim = truncate_dim
 
     @property
     def name(self) -> str:
