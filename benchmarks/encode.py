@@ -11,6 +11,13 @@ and is divided by the best square matmul of the same dtype measured in the same 
     python -m benchmarks.encode                                  # SmolLM2-135M (packaged), CPU
     python -m benchmarks.encode --random qwen3-0.6b --dtype bfloat16 --texts 4096 --batch-size 64
     python -m benchmarks.encode --quick                          # tiny random model (tests)
+    python -m benchmarks.encode --model gemma3-270m --pooling weighted_mean --bf16 \
+        --suite checkpoints/default                              # + bf16 autocast, + V-measure
+
+``--bf16`` adds llm-embed's bf16-autocast inference path (``Encoder(inference_dtype="bfloat16")``)
+as a third row. ``--suite RUN`` then scores that model (a run, export or decoder) on the offline
+clustering suite through ``evaluate_clustering`` twice, float32 and bf16 autocast, and prints the
+V-measure difference per task beside the speed ratio.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from benchmarks.common import (
     write_json,
 )
 
-POOLING_ST = {"last": "lasttoken", "mean": "mean"}
+POOLING_ST = {"last": "lasttoken", "mean": "mean", "weighted_mean": "weightedmean"}
 
 
 def sentence_transformer(
@@ -105,6 +112,7 @@ def run(
     repeats: int = 3,
     max_words: int = 200,
     peak: float | None = None,
+    bf16: bool = False,
 ) -> dict[str, Any]:
     """Measure both encoders on one corpus; returns the rows and the ratios (``peak``: FLOP/s, measured here if None)."""
     from llm_embed.backbone import resolve
@@ -122,10 +130,16 @@ def run(
     n_params = non_embedding_params(ours.backbone)
     flops = forward_flops(ours.backbone.config, n_params, lengths)
 
+    fast = Encoder(
+        path, pooling=pooling, prompt="none", max_text_tokens=max_tokens, dtype=dtype,
+        inference_dtype="bfloat16",
+    ).to(device) if bf16 else None  # fmt: skip
     encoders = {
         "llm-embed": lambda texts: ours.encode(texts, batch_size=batch_size),
         "sentence-transformers": lambda texts: st_encode(st, texts, batch_size),
     }
+    if fast is not None:
+        encoders["llm-embed bf16 autocast"] = lambda texts: fast.encode(texts, batch_size=batch_size)
     probe = corpus[: 2 * batch_size]  # warm-up (kernels, allocator) and the agreement check
     diff = (
         (encoders["llm-embed"](probe) - encoders["sentence-transformers"](probe)).abs().max().item()
@@ -150,6 +164,14 @@ def run(
             }
         )
     ratio = best["sentence-transformers"] / best["llm-embed"]
+    extra: dict[str, Any] = {}
+    if fast is not None:
+        a, b = encoders["llm-embed"](probe), encoders["llm-embed bf16 autocast"](probe)
+        extra = {
+            "bf16_speedup_vs_st": best["sentence-transformers"] / best["llm-embed bf16 autocast"],
+            "bf16_speedup_vs_fp32": best["llm-embed"] / best["llm-embed bf16 autocast"],
+            "bf16_min_cosine": torch.nn.functional.cosine_similarity(a, b).min().item(),
+        }
     return {
         "environment": environment(device),
         "model": model,
@@ -164,7 +186,24 @@ def run(
         "rows": rows,
         "speedup": ratio,
         "tokenize_seconds": tokenize_s,
+        **extra,
     }
+
+
+def suite_delta(model: str, pooling: str | None = None) -> dict[str, Any]:
+    """V-measure of ``model`` on the offline suite, float32 and bf16 autocast, through one path."""
+    from llm_embed.eval.clustering import evaluate_clustering
+    from llm_embed.eval.tasks import OFFLINE_SUITE
+    from llm_embed.inference.load import load_model
+
+    encoder = load_model(model, pooling=pooling, inference_dtype="float32")
+    scores, seconds = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        encoder.inference_dtype = dtype
+        seconds[dtype], scores[dtype] = timed(lambda: evaluate_clustering(encoder, OFFLINE_SUITE), "cpu")
+    delta = {t: scores["bfloat16"][t] - scores["float32"][t] for t in scores["float32"]}
+    return {"model": model, "scores": scores, "delta": delta, "seconds": seconds,
+            "speedup": seconds["float32"] / seconds["bfloat16"]}  # fmt: skip
 
 
 def report(result: dict[str, Any]) -> str:
@@ -181,6 +220,28 @@ def report(result: dict[str, Any]) -> str:
             f"llm-embed / sentence-transformers throughput: {result['speedup']:.2f}x "
             f"(embeddings agree to max |Δ| = {result['max_abs_diff']:.1e}); "
             f"llm-embed's tokenization alone: {result['tokenize_seconds']:.2f} s",
+            *(
+                [
+                    f"bf16 autocast: {result['bf16_speedup_vs_st']:.2f}x sentence-transformers, "
+                    f"{result['bf16_speedup_vs_fp32']:.2f}x llm-embed float32 "
+                    f"(min cosine to float32 {result['bf16_min_cosine']:.5f})"
+                ]
+                if "bf16_speedup_vs_st" in result
+                else []
+            ),
+            *(
+                [
+                    f"suite ({result['suite']['model']}), evaluation {result['suite']['speedup']:.2f}x "
+                    "faster in bf16; V-measure float32 -> bf16: "
+                    + ", ".join(
+                        f"{t} {result['suite']['scores']['float32'][t]:.4f} -> "
+                        f"{result['suite']['scores']['bfloat16'][t]:.4f} ({d:+.4f})"
+                        for t, d in result["suite"]["delta"].items()
+                    )
+                ]
+                if "suite" in result
+                else []
+            ),
         ]
     )
 
@@ -195,6 +256,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="also write the result here")
+    parser.add_argument("--bf16", action="store_true", help="add the bf16-autocast path")
+    parser.add_argument("--suite", help="score this model on the offline suite, float32 and bf16")
     parser.add_argument(
         "--quick", action="store_true", help="tiny random model, 48 short texts (the tests)"
     )
@@ -213,8 +276,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             dtype=args.dtype,
             repeats=args.repeats,
             max_words=60 if args.quick else 200,
+            bf16=args.bf16,
         )
     result["model"] = label
+    if args.suite:
+        result["suite"] = suite_delta(args.suite)
     print(report(result), flush=True)
     write_json(args.json, result)
     return result

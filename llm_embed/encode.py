@@ -63,6 +63,7 @@ def cli_main(argv: list[str] | None = None) -> None:
         pooling=args.pooling,
         prompt=args.prompt,
         truncate_dim=args.truncate_dim,
+        inference_dtype=args.inference_dtype,
         trust_remote_code=args.trust_remote_code,
         device=args.device,
         progress=not args.no_progress,

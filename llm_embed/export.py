@@ -46,6 +46,7 @@ def cli_main(argv: list[str] | None = None) -> None:
         pooling=args.pooling,
         prompt=args.prompt,
         truncate_dim=args.truncate_dim,
+        inference_dtype=args.inference_dtype,
         overwrite=args.overwrite,
         trust_remote_code=args.trust_remote_code,
         command=shlex.join(["python", "-m", "llm_embed.export", *(sys.argv[1:] if argv is None else argv)]),

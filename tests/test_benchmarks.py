@@ -34,6 +34,17 @@ def test_encode_benchmark_quick(capsys):
     assert "llm-embed / sentence-transformers throughput" in capsys.readouterr().out
 
 
+def test_encode_benchmark_bf16_row_and_weighted_mean_agree_with_sentence_transformers(capsys):
+    from benchmarks import encode
+
+    result = encode.main(["--quick", "--bf16", "--pooling", "weighted_mean"])
+    names = [r["encoder"] for r in result["rows"]]
+    assert names == ["llm-embed", "sentence-transformers", "llm-embed bf16 autocast"]
+    assert result["max_abs_diff"] < 1e-4  # sentence-transformers' weightedmean is our weighted_mean
+    assert 0.98 < result["bf16_min_cosine"] < 1.0 and result["bf16_speedup_vs_st"] > 0
+    assert "bf16 autocast:" in capsys.readouterr().out
+
+
 def test_train_step_benchmark_quick(capsys):
     from benchmarks import train_step
 

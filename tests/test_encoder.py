@@ -204,3 +204,17 @@ def test_constructor_arguments_are_listed_once(tiny_model_dir):
     assert config["max_text_tokens"] == 7 and config["pooling"] == {"type": "mean"}
     encoder.set_pooling("last")  # a grid swaps the pooling: the description follows it
     assert encoder.config_dict["pooling"] == {"type": "last"}
+
+
+def test_bf16_inference_is_close_to_float32_and_training_stays_exact(tiny_model_dir):
+    texts = ["a cat sat on the mat", "stocks fell sharply today", "to move fast on foot"]
+    exact = Encoder(tiny_model_dir, pooling="weighted_mean")
+    fast = Encoder(tiny_model_dir, pooling="weighted_mean", inference_dtype="bfloat16")
+    a, b = exact.encode(texts), fast.encode(texts)
+    assert b.dtype == torch.float32 and not torch.equal(a, b)  # bf16 matmuls ran
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+    batch = fast.tokenize(texts)
+    torch.testing.assert_close(fast(batch), exact(batch))  # forward (training) is untouched
+    assert fast.config_dict["inference_dtype"] == "bfloat16"  # saved with a run, reloaded by it
+    with pytest.raises(ValueError, match="inference_dtype='fp8' is unknown"):
+        Encoder(tiny_model_dir, inference_dtype="fp8")  # type: ignore[arg-type]

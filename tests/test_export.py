@@ -332,3 +332,13 @@ def test_truncate_dim_travels_with_the_export_and_sentence_transformers_cuts_fur
     four = st.encode(TEXTS, convert_to_tensor=True)
     assert four.shape == (len(TEXTS), 4)
     assert cosine(four, reference[:, :4]).min() > 0.9999  # sentence-transformers' own truncate_dim
+
+
+def test_bf16_inference_travels_with_the_export(run_dir, tmp_path):
+    out = export_model(str(run_dir), tmp_path / "export", inference_dtype="bfloat16")
+    assert json.loads((out / "llm_embed.json").read_text())["inference_dtype"] == "bfloat16"
+    reference = load_model(str(run_dir), inference_dtype="bfloat16").encode(TEXTS)
+    exact = load_model(str(run_dir)).encode(TEXTS)
+    got = load_sentence_transformer(out, device="cpu").encode(TEXTS, convert_to_tensor=True)
+    assert cosine(got, reference).min() > 0.9999  # the sentence-transformers path autocasts too
+    assert not torch.allclose(got, exact, atol=1e-6) and cosine(got, exact).min() > 0.99

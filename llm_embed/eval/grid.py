@@ -94,6 +94,13 @@ class EvalConfig:
             "keep the first N dimensions of every model's vectors (Matryoshka; default: all)"
         ),
     )
+    inference_dtype: str | None = field(
+        default=None,
+        metadata=_option(
+            "float32 (exact) or bfloat16 (autocast, ~3x faster on CPUs with bf16 units); "
+            "default: the run's, or float32"
+        ),
+    )
     grid: bool = field(
         default=False,
         metadata=_option(
@@ -161,7 +168,11 @@ def _names(value: Sequence[str] | str | None) -> list[str] | None:
 
 
 def load_encoder(
-    source: ModelSource, first: Cell, trust_remote_code: bool = False, truncate_dim: int | None = None
+    source: ModelSource,
+    first: Cell,
+    trust_remote_code: bool = False,
+    truncate_dim: int | None = None,
+    inference_dtype: str | None = None,
 ) -> Any:
     """Build the encoder of ``source`` once, with the first cell's pooling (later cells swap it)."""
     start = time.monotonic()
@@ -172,6 +183,7 @@ def load_encoder(
         prompt=first.default.template,
         trust_remote_code=trust_remote_code,
         truncate_dim=truncate_dim,
+        **({"inference_dtype": inference_dtype} if source.kind != "sentence-transformers" else {}),
     )
     log.info("loaded %s in %.1f s", source.label, time.monotonic() - start)
     return encoder
@@ -244,17 +256,19 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
-    dim = config.truncate_dim
+    dim, dtype = config.truncate_dim, config.inference_dtype
+
+    def key(source: ModelSource, cell: Cell, task: str) -> tuple:
+        return cell_key(source, cell, task, seed=seed, max_documents=caps(task),
+                        truncate_dim=dim, inference_dtype=dtype)  # fmt: skip
+
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
         raise UserError(f"truncate_dim={dim!r} is invalid: give an int >= 1, or leave it out")
+    if dtype not in (None, "float32", "bfloat16"):
+        raise UserError(f"inference_dtype={dtype!r} is unknown: use float32 or bfloat16")
 
     def pending(source: ModelSource, cell: Cell) -> list[str]:
-        return [
-            t
-            for t in task_names
-            if cell_key(source, cell, t, seed=seed, max_documents=caps(t), truncate_dim=dim)
-            not in done
-        ]
+        return [t for t in task_names if key(source, cell, t) not in done]
 
     total = sum(len(cells) * len(task_names) for _, cells in plans)
     todo = sum(len(pending(s, c)) for s, cells in plans for c in cells)
@@ -272,7 +286,9 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         for source, cells in plans:
             if not any(pending(source, c) for c in cells):
                 continue
-            encoder = load_encoder(source, cells[0], config.trust_remote_code, dim)
+            encoder = load_encoder(
+                source, cells[0], config.trust_remote_code, dim, config.inference_dtype
+            )
             for cell in cells:
                 for task in pending(source, cell):
                     bar.set_postfix_str(
@@ -301,6 +317,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         seconds=seconds,
                         provenance=provenance,
                         truncate_dim=dim,
+                        inference_dtype=dtype,
                     )
                     records.append(record)
                     done[record_key(record)] = record
@@ -322,7 +339,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     render(out, task_names, seed=seed, caps=caps, provenance=provenance)
     log.info("wrote %s, %s and %s in %s", RESULTS_JSON, RESULTS_MD, RESULTS_PNG, out)
     return [
-        done[cell_key(s, c, t, seed=seed, max_documents=caps(t), truncate_dim=dim)]
+        done[key(s, c, t)]
         for s, cells in plans
         for c in cells
         for t in task_names

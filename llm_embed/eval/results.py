@@ -29,7 +29,7 @@ VERSIONED = ("torch", "transformers", "peft", "mteb", "sentence-transformers", "
 # The settings that make two records the same measurement (the resume key).
 KEY_FIELDS = (
     "model", "adapter", "pooling", "prompt_template", "task", "seed", "max_documents",
-    "truncate_dim",
+    "truncate_dim", "inference_dtype",
 )  # fmt: skip
 
 
@@ -85,6 +85,7 @@ def make_record(
     seconds: float,
     provenance: Mapping[str, Any],
     truncate_dim: int | None = None,
+    inference_dtype: str | None = None,
 ) -> dict[str, Any]:
     """One results.json record: what was measured, with which settings, by which code."""
     return {
@@ -100,6 +101,7 @@ def make_record(
         "seed": seed,
         "max_documents": max_documents,
         "truncate_dim": truncate_dim,
+        "inference_dtype": inference_dtype,
         "batch_size": batch_size,
         "seconds": round(seconds, 2),
         **provenance,
@@ -119,6 +121,7 @@ def cell_key(
     seed: int,
     max_documents: int | None,
     truncate_dim: int | None = None,
+    inference_dtype: str | None = None,
 ) -> tuple:
     """The resume key that the record of (``source``, ``cell``, ``task``) will have."""
     values = {
@@ -130,6 +133,7 @@ def cell_key(
         "seed": seed,
         "max_documents": max_documents,
         "truncate_dim": truncate_dim,
+        "inference_dtype": inference_dtype,
     }
     return tuple(values[k] for k in KEY_FIELDS)
 
@@ -180,6 +184,7 @@ def table_rows(records: Sequence[Mapping[str, Any]], *, seed: int, caps: DocCaps
             r.get("kind", "llm"), r["model"], r.get("adapter"), r.get("role", "model")
         )
         pooling = r["pooling"] + (f" @{r['truncate_dim']}d" if r.get("truncate_dim") else "")
+        pooling += " (bf16)" if r.get("inference_dtype") == "bfloat16" else ""
         key = (source.label, pooling, r["prompt"])
         row = rows.setdefault(key, Row(source.label, source.role, pooling, r["prompt"], {}))
         row.scores[r["task"]] = float(r["v_measure"])

@@ -376,6 +376,7 @@ def encode_file(
     device: str | None = None,
     progress: bool = True,
     truncate_dim: int | None = None,
+    inference_dtype: str | None = None,
     **options: Any,
 ) -> Summary:
     """Check the input, load ``model`` with the one ``--model`` loader, and :func:`embed_file` it.
@@ -397,6 +398,7 @@ def encode_file(
             prompt=prompt,
             trust_remote_code=trust_remote_code,
             truncate_dim=truncate_dim,
+            inference_dtype=inference_dtype,
         )
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:

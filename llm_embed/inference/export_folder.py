@@ -51,6 +51,7 @@ def export_model(
     pooling: str | None = None,
     prompt: str | None = None,
     truncate_dim: int | None = None,
+    inference_dtype: str | None = None,
     overwrite: bool = False,
     trust_remote_code: bool = False,
     command: str | None = None,
@@ -69,6 +70,7 @@ def export_model(
         pooling=pooling,
         prompt=prompt,
         truncate_dim=truncate_dim,
+        inference_dtype=inference_dtype,
         trust_remote_code=trust_remote_code,
     )
     from sentence_transformers import SentenceTransformer

@@ -92,7 +92,8 @@ class LLMEmbedTransformer(InputModule):
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """Backbone + pooling (+ normalization) of :meth:`Encoder.forward`; adds ``sentence_embedding``."""
-        emb = self.encoder({key: features[key] for key in FEATURES})  # (B, D)
+        with self.encoder.inference_autocast():  # the export's inference_dtype, as in encode()
+            emb = self.encoder({key: features[key] for key in FEATURES})  # (B, D)
         return {**features, "sentence_embedding": emb}
 
     def save(
