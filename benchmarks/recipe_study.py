@@ -185,6 +185,8 @@ def render(records: list[dict], rows: dict[str, dict], out: Path, base: str) -> 
             if r.get("minutes") is not None and r.get("gflops")
             else "timing not recorded"
         )
+        if r.get("note"):  # e.g. other jobs shared the CPU: the timing is no budget
+            timing += f"; {r['note']}"
         md.append(f"- `{r['row']}` seed {r['seed']} ({timing}): `{r['command']}`")
     (out / "results.md").write_text("\n".join(md) + "\n")
 

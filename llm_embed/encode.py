@@ -46,6 +46,13 @@ def build_parser() -> ArgumentParser:
         "--chunk-size", type=int, default=4096, help="texts per resumable chunk (default: 4096)"
     )
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "int8", "uint8", "binary", "ubinary"],
+        help="compact vectors (sentence-transformers' quantize_embeddings): int8/uint8 write "
+        "<out>.ranges.npy too; binary/ubinary pack one bit per dimension (default: float32)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -74,6 +81,7 @@ def cli_main(argv: list[str] | None = None) -> None:
         field=args.field,
         id_field=args.id_field,
         skip_empty=args.skip_empty,
+        precision=args.precision,
     )
 
 

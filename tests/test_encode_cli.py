@@ -362,3 +362,30 @@ def test_truncate_dim_keeps_the_leading_dimensions_renormalised(run_dir, tmp_pat
     check_error(code, err, "truncate_dim=999 is larger than the model's 32 dimensions", "1..32",
                 command="encode")  # fmt: skip
     assert not (tmp_path / "big.npy").exists()
+
+
+@pytest.mark.parametrize("precision", ["int8", "ubinary"])
+def test_compact_vectors_equal_quantizing_the_float_matrix(run_dir, tmp_path, capsys, precision):
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    texts = [f"text number {i} about {t}" for i, t in enumerate(["cats", "stocks", "rain"] * 4)]
+    path = write_txt(tmp_path / "t.txt", texts)
+    args = ["--model", str(run_dir), "--input", str(path), "--chunk-size", "5"]  # 3 chunks
+    assert encode(capsys, *args, "--out", str(tmp_path / "f.npy"))[0] == 0
+    code, err = encode(capsys, *args, "--out", str(tmp_path / "q.npy"), "--precision", precision,
+                       "--parquet", str(tmp_path / "q.parquet"))  # fmt: skip
+    assert code == 0, err
+    full = np.load(tmp_path / "f.npy")
+    got = np.load(tmp_path / "q.npy")
+    want = quantize_embeddings(full, precision=precision)  # ranges from the whole matrix
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    if precision == "int8":
+        ranges = np.load(tmp_path / "q.ranges.npy")
+        np.testing.assert_allclose(ranges, np.stack([full.min(0), full.max(0)]))
+    else:
+        assert got.shape == (len(texts), full.shape[1] // 8) and not (tmp_path / "q.ranges.npy").exists()
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "q.parquet")
+    np.testing.assert_array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), want)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -226,6 +226,23 @@ class Summary:
     parquet: Path | None
 
 
+PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+
+
+def ranges_path(out: str | Path) -> Path:
+    """Where an int8/uint8 output keeps its calibration: ``emb.npy`` -> ``emb.ranges.npy``."""
+    out = Path(out)
+    return out.with_name(out.stem + ".ranges.npy")
+
+
+def _quantizer() -> Callable[..., Any]:
+    try:  # sentence-transformers >= 6 moved it
+        from sentence_transformers.util.quantization import quantize_embeddings
+    except ImportError:
+        from sentence_transformers.quantization import quantize_embeddings
+    return quantize_embeddings
+
+
 def prepare(
     input: str | Path,
     out: str | Path,
@@ -234,15 +251,20 @@ def prepare(
     overwrite: bool = False,
     batch_size: int = 32,
     chunk_size: int = 4096,
+    precision: str = "float32",
     **read_kwargs: Any,
 ) -> InputStats:
     """Every check that needs no model: options, outputs, pyarrow, and the validation pass over the input."""
     if batch_size < 1 or chunk_size < 1:
         raise UserError(f"batch size ({batch_size}) and chunk size ({chunk_size}) must be >= 1")
+    if precision not in PRECISIONS:
+        raise UserError(f"precision {precision!r} is unknown: use one of {', '.join(PRECISIONS)}")
     out = Path(out).expanduser()
     if out.suffix != ".npy":
         raise UserError(f"output {out} must end in .npy")
     check_output(out, folder=False, overwrite=overwrite)
+    if precision in ("int8", "uint8"):
+        check_output(ranges_path(out), folder=False, overwrite=overwrite, what="the ranges file")
     if parquet is not None:
         check_output(parquet, folder=False, overwrite=overwrite, what="--parquet")
     if parquet is not None:
@@ -268,6 +290,7 @@ def embed_file(
     chunk_size: int = 4096,
     progress: bool = True,
     overwrite: bool = False,
+    precision: str = "float32",
     model_id: Any = None,
     stats: InputStats | None = None,
 ) -> Summary:
@@ -281,6 +304,10 @@ def embed_file(
         field, id_field: JSONL keys of the text and of an optional id.
         skip_empty: skip and count empty texts instead of stopping at the first.
         batch_size: texts per forward pass; chunk_size: texts per resumable chunk (bounds memory).
+        precision: ``float32``, or compact vectors by sentence-transformers' ``quantize_embeddings``:
+            ``int8``/``uint8`` (per-dimension ranges from the whole file, saved beside ``out`` as
+            ``<name>.ranges.npy`` to quantize queries alike) or ``binary``/``ubinary`` (one bit per
+            dimension, packed: D/8 bytes).
         model_id: identifies the model in the parts manifest, so chunks of another model are never reused.
         stats: the result of :func:`prepare` when the caller already ran it (the file is then read once less).
 
@@ -297,6 +324,7 @@ def embed_file(
             overwrite=overwrite,
             batch_size=batch_size,
             chunk_size=chunk_size,
+            precision=precision,
             **read_kwargs,
         )
     input, out = Path(input).expanduser(), Path(out).expanduser()
@@ -346,7 +374,7 @@ def embed_file(
     if reused:
         log.info("reused %d of %d chunks from %s", reused, n_chunks, parts)
 
-    _assemble(parts, n_chunks, stats.texts, dim, out, parquet, stats.id_kind)
+    _assemble(parts, n_chunks, stats.texts, dim, out, parquet, stats.id_kind, precision)
     shutil.rmtree(parts, ignore_errors=True)
     if truncated:
         log.info(
@@ -356,9 +384,10 @@ def embed_file(
             encoder.max_text_tokens,
         )
     log.info(
-        "wrote %d x %d embeddings to %s%s",
+        "wrote %d x %d %s embeddings to %s%s",
         stats.texts,
         dim,
+        precision,
         out,
         f" and {parquet}" if parquet else "",
     )
@@ -448,9 +477,20 @@ def _embed_chunk(encoder: Encoder, texts: list[str], batch_size: int, bar: Any) 
 
 
 def _assemble(
-    parts: Path, n_chunks: int, n: int, dim: int, out: Path, parquet: Path | None, id_kind: str
+    parts: Path,
+    n_chunks: int,
+    n: int,
+    dim: int,
+    out: Path,
+    parquet: Path | None,
+    id_kind: str,
+    precision: str = "float32",
 ) -> None:
-    """Copy the chunks into ``out`` (and ``parquet``) one at a time; each appears only when complete."""
+    """Copy the chunks into ``out`` (and ``parquet``) one at a time; each appears only when complete.
+
+    A compact ``precision`` quantizes each chunk on the way (int8/uint8 with ranges taken over
+    every chunk first, so the result equals quantizing the whole matrix at once).
+    """
     import numpy as np
 
     def chunks() -> Iterator[dict[str, Any]]:
@@ -462,17 +502,37 @@ def _assemble(
                 )
             yield data
 
+    ranges = None
+    if precision in ("int8", "uint8"):
+        lows, highs = zip(*((d["emb"].min(0), d["emb"].max(0)) for d in chunks()), strict=True)
+        ranges = np.stack([np.min(lows, axis=0), np.max(highs, axis=0)])
+
+    def convert(emb: np.ndarray) -> np.ndarray:
+        if precision == "float32":
+            return emb
+        return _quantizer()(emb, precision=precision, ranges=ranges)
+
+    probe = convert(np.zeros((1, dim), dtype=np.float32))
+    qdim, qtype = probe.shape[1], probe.dtype
+
     def write_npy(tmp: Path) -> None:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=qtype, shape=(n, qdim))
         row = 0
         for data in chunks():
-            array[row : row + len(data["emb"])] = data["emb"]
+            array[row : row + len(data["emb"])] = convert(data["emb"])
             row += len(data["emb"])
         assert row == n, (row, n)
         array.flush()
         del array
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    if ranges is not None:
+
+        def write_ranges(tmp: Path) -> None:
+            with tmp.open("wb") as f:
+                np.save(f, ranges)
+
+        atomic_write(ranges_path(out), write_ranges, suffix=".npy")
     atomic_write(out, write_npy, suffix=".npy")
     if parquet is None:
         return
@@ -480,14 +540,15 @@ def _assemble(
     import pyarrow.parquet as pq
 
     id_type = pa.int64() if id_kind == "line" else pa.string()
-    schema = pa.schema([("id", id_type), ("embedding", pa.list_(pa.float32(), dim))])
+    value_type = pa.from_numpy_dtype(qtype)
+    schema = pa.schema([("id", id_type), ("embedding", pa.list_(value_type, qdim))])
 
     def write_parquet(tmp: Path) -> None:
         with pq.ParquetWriter(tmp, schema) as writer:
             for data in chunks():
                 ids = data["ids"].astype(np.int64) if id_kind == "line" else data["ids"].astype(str)
-                values = pa.array(data["emb"].reshape(-1), type=pa.float32())
-                embedding = pa.FixedSizeListArray.from_arrays(values, dim)
+                values = pa.array(convert(data["emb"]).reshape(-1), type=value_type)
+                embedding = pa.FixedSizeListArray.from_arrays(values, qdim)
                 writer.write_table(
                     pa.table(
                         {"id": pa.array(ids, type=id_type), "embedding": embedding}, schema=schema
