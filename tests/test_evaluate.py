@@ -410,3 +410,20 @@ def test_truncate_dim_is_part_of_each_record_and_row(tiny_model_dir, tmp_path):
     want = Encoder(tiny_model_dir, truncate_dim=8)
     assert cut["v_measure"] == pytest.approx(evaluate_clustering(want, ["TinyTopics"])["TinyTopics"])
     assert "last @8d" in (out / "results.md").read_text(encoding="utf-8")
+
+
+def test_evaluate_draws_a_map_per_task_and_can_skip_them(tiny_model_dir, tmp_path):
+    from llm_embed.eval.maps import task_texts
+
+    out = tmp_path / "out"
+    assert evaluate(["--model", tiny_model_dir, "--tasks", "TinyTopics,TinyColors", "--out", str(out)]) == 0
+    for task in ("TinyTopics", "TinyColors"):
+        png = out / f"map-{task}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
+    texts, labels = task_texts("TinyTopics")
+    assert texts and len(texts) == len(labels) and len(set(labels)) >= 2
+    none = tmp_path / "none"
+    assert evaluate(["--model", tiny_model_dir, "--tasks", "TinyTopics", "--map-samples", "0",
+                     "--out", str(none)]) == 0  # fmt: skip
+    assert not list(none.glob("map-*.png"))
+    assert evaluate(["--model", tiny_model_dir, "--map-samples", "-1", "--out", str(none)]) == 2

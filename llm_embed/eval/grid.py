@@ -153,6 +153,13 @@ class EvalConfig:
     progress: bool = field(
         default=True, metadata=_option("show a progress bar over the cells", flag="--no-progress")
     )
+    map_samples: int = field(
+        default=500,
+        metadata=_option(
+            "texts per task in the 2-D t-SNE map drawn next to the table (map-<task>.png, the "
+            "model's first configuration); 0 = no maps"
+        ),
+    )
     trust_remote_code: bool = field(
         default=False,
         metadata=_option("let the model run Python code shipped in its folder (read it first)"),
@@ -187,6 +194,40 @@ def load_encoder(
     )
     log.info("loaded %s in %.1f s", source.label, time.monotonic() - start)
     return encoder
+
+
+def _draw_maps(
+    config: EvalConfig,
+    plan: tuple[ModelSource, list[Cell]],
+    tasks: Sequence[str],
+    out: Path,
+    *,
+    seed: int,
+    encoder: Any = None,
+) -> None:
+    """A t-SNE map per task (``map-<task>.png``) for the model's first configuration; kept on resume.
+
+    ``encoder``: the model's loaded encoder, reused (else it is loaded, e.g. on a resumed grid).
+    """
+    from tqdm.auto import tqdm
+
+    from llm_embed.eval.maps import draw_map
+
+    source, cells = plan
+    missing = [t for t in tasks if not (out / f"map-{t}.png").is_file()]
+    if not missing:
+        return
+    if encoder is None:
+        encoder = load_encoder(
+            source, cells[0], config.trust_remote_code, config.truncate_dim, config.inference_dtype
+        )
+    if source.kind != "sentence-transformers":
+        encoder.set_pooling(cells[0].pooling)
+    for task in tqdm(missing, desc="maps", unit="task", disable=not config.progress):
+        path = draw_map(encoder, task, out / f"map-{task}.png", samples=config.map_samples,
+                        seed=seed, prompt=cells[0].template(task))  # fmt: skip
+        if path is not None:
+            log.info("wrote %s", path)
 
 
 def _slug(name: str) -> str:
@@ -257,6 +298,9 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     }
 
     dim, dtype = config.truncate_dim, config.inference_dtype
+    maps = config.map_samples
+    if isinstance(maps, bool) or not isinstance(maps, int) or maps < 0:
+        raise UserError(f"map_samples={maps!r} is invalid: give an int >= 0 (0 = no maps)")
 
     def key(source: ModelSource, cell: Cell, task: str) -> tuple:
         return cell_key(source, cell, task, seed=seed, max_documents=caps(task),
@@ -283,7 +327,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         total=total, initial=total - todo, desc="grid", unit="cell", disable=not config.progress
     )
     try:
-        for source, cells in plans:
+        for index, (source, cells) in enumerate(plans):
             if not any(pending(source, c) for c in cells):
                 continue
             encoder = load_encoder(
@@ -332,12 +376,16 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         seconds,
                     )
                     bar.update(1)
+            if config.map_samples and index == 0:  # the model's maps, while it is loaded
+                _draw_maps(config, plans[0], task_names, out, seed=seed, encoder=encoder)
             del encoder
             gc.collect()
     finally:
         bar.close()
     render(out, task_names, seed=seed, caps=caps, provenance=provenance)
     log.info("wrote %s, %s and %s in %s", RESULTS_JSON, RESULTS_MD, RESULTS_PNG, out)
+    if config.map_samples:
+        _draw_maps(config, plans[0], task_names, out, seed=seed)
     return [
         done[key(s, c, t)]
         for s, cells in plans
