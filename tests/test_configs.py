@@ -103,9 +103,34 @@ def test_overlays_cover_every_config():
         *OVERLAYS,
         "default.yaml",
         GPU_RECIPE,
-        "augment-pairs.yaml",
-        "wordnet-pairs.yaml",
+        *PAIR_CONFIGS,
     }
+
+
+# pair-generator overlays: each resolves over the default to a WordNetPairs or AugmentPairs source
+PAIR_CONFIGS = {
+    "augment-pairs.yaml": "AugmentPairs",
+    "wordnet-pairs.yaml": "WordNetPairs",
+    "lemma-pairs.yaml": "WordNetPairs",
+    "lexname-pairs.yaml": "WordNetPairs",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAIR_CONFIGS))
+def test_pair_configs_name_their_generator(name):
+    import yaml
+
+    config = yaml.safe_load((CONFIGS / name).read_text())
+    generator = config["data"]["generator"]
+    assert generator["class_path"].endswith(PAIR_CONFIGS[name])
+    from jsonargparse import ArgumentParser
+
+    from llm_embed.data.generators import PairGenerator
+
+    parser = ArgumentParser()
+    parser.add_argument("--generator", type=PairGenerator)
+    made = parser.instantiate_classes(parser.parse_object({"generator": generator})).generator
+    assert type(made).__name__ == PAIR_CONFIGS[name]  # the init_args are accepted
 
 
 def get_or_none(config: dict, path: str) -> Any:

@@ -314,3 +314,26 @@ def test_missing_encoder_and_bad_arguments() -> None:
         "BBCNewsArticles",
         "WordNetNounGlosses",
     ]
+
+
+def test_projector_logs_a_labelled_sample_of_each_task_at_each_evaluation(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    callback = ClusteringEvalCallback(tasks=TASKS, projector_samples=10)
+    logger = TensorBoardLogger(tmp_path, name="run", version="")
+    calls: list[dict[str, Any]] = []
+    logger.experiment.add_embedding = lambda mat, **kw: calls.append({"mat": mat, **kw})
+    fit(make_trainer(tmp_path, [callback], logger=logger), TinySystem())
+    # baseline + 2 validations, 2 tasks each
+    assert [(c["tag"], c["global_step"]) for c in calls] == [
+        (f"mteb/{t}", step) for step in (0, 2, 4) for t in TASKS
+    ]
+    first = calls[0]
+    assert first["mat"].shape == (10, 8) and len(first["metadata"]) == 10
+    label_of = _label_of()
+    texts = callback.projector_texts()[TASKS[0]][0]
+    assert first["metadata"] == [label_of[t] for t in texts]  # each vector with its own label
+    assert callback.projector_texts()[TASKS[0]] == callback.projector_texts()[TASKS[0]]  # seeded
+    too_many = ClusteringEvalCallback(tasks=TASKS, projector_samples=999)
+    with pytest.raises(ValueError, match="projector_samples=999 is larger than task TinyTopicsA"):
+        fit(make_trainer(tmp_path / "b", [too_many]), TinySystem())

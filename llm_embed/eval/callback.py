@@ -48,6 +48,9 @@ class ClusteringEvalCallback(pl.Callback):
         max_documents: Cap on documents per task (seeded subsample); None = task default.
         every_n_epochs: Evaluate after every n-th validation epoch.
         baseline: Also evaluate once at the start of training, before any update.
+        projector_samples: Also log this many texts of each task (a seeded sample) with their
+            labels to TensorBoard's embedding projector at each evaluation, to watch the
+            clusters form; 0 = off.
 
     Attributes:
         history: One dict per evaluation: ``step``, ``epoch``, ``stage`` ("baseline" or
@@ -62,6 +65,7 @@ class ClusteringEvalCallback(pl.Callback):
         max_documents: int | None = None,
         every_n_epochs: int = 1,
         baseline: bool = True,
+        projector_samples: int = 0,
     ) -> None:
         super().__init__()
         tasks = [tasks] if isinstance(tasks, str) else list(tasks)
@@ -81,7 +85,38 @@ class ClusteringEvalCallback(pl.Callback):
         self.max_documents = max_documents
         self.every_n_epochs = every_n_epochs
         self.baseline = baseline
+        if isinstance(projector_samples, bool) or not isinstance(projector_samples, int) or projector_samples < 0:
+            raise ValueError(
+                f"projector_samples={projector_samples!r} is invalid; use an int >= 0 (0 = off)"
+            )
+        self.projector_samples = projector_samples
+        self._samples: dict[str, tuple[list[str], list[str]]] | None = None
         self.history: list[dict[str, Any]] = []
+
+    def projector_texts(self) -> dict[str, tuple[list[str], list[str]]]:
+        """Each task's seeded projector sample (texts, labels), read once; ValueError if too few."""
+        if self._samples is None:
+            import random
+
+            from llm_embed.eval.maps import task_texts
+
+            samples = {}
+            for task in self.tasks:
+                texts, labels = task_texts(task)
+                if len(texts) < self.projector_samples:
+                    raise ValueError(
+                        f"projector_samples={self.projector_samples} is larger than task {task}'s "
+                        f"{len(texts)} texts; use at most {len(texts)}"
+                    )
+                keep = sorted(random.Random(0).sample(range(len(texts)), self.projector_samples))
+                samples[task] = ([texts[i] for i in keep], [labels[i] for i in keep])
+            self._samples = samples
+        return self._samples
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check the projector sample against the tasks before training starts."""
+        if self.projector_samples and trainer.is_global_zero:
+            self.projector_texts()
 
     def evaluate(self, pl_module: pl.LightningModule) -> dict[str, float]:
         """Scores of ``pl_module.encoder`` in eval mode under inference mode; modes restored after."""
@@ -97,12 +132,19 @@ class ClusteringEvalCallback(pl.Callback):
         merged = encoder.merged_adapter() if hasattr(encoder, "merged_adapter") else nullcontext()
         try:
             with merged, torch.inference_mode():
-                return evaluate_clustering(
+                scores = evaluate_clustering(
                     encoder,
                     self.tasks,
                     batch_size=self.batch_size,
                     max_documents=self.max_documents,
                 )
+                self._projections = {
+                    task: (encoder.encode(texts, batch_size=self.batch_size), labels)
+                    for task, (texts, labels) in (
+                        self.projector_texts().items() if self.projector_samples else []
+                    )
+                }
+                return scores
         finally:
             for module, training in modes:
                 module.training = training
@@ -117,6 +159,12 @@ class ClusteringEvalCallback(pl.Callback):
         mean = sum(scores.values()) / len(scores)
         metrics[MEAN_KEY] = mean
         self._record(trainer, stage, scores, mean)
+        for task, (vectors, labels) in getattr(self, "_projections", {}).items():
+            for lightning_logger in trainer.loggers:
+                add = getattr(getattr(lightning_logger, "experiment", None), "add_embedding", None)
+                if callable(add):
+                    add(vectors, metadata=labels, tag=f"mteb/{task}", global_step=trainer.global_step)
+        self._projections = {}
         logger.info(
             "mteb clustering (%s, step %d): mean V-measure %.4f | %s | %.1f s",
             stage,
