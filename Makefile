@@ -51,14 +51,14 @@ gpu-check:  ## GradCache training + encode benchmark on Qwen3-0.6B's shape (one 
 	bash benchmarks/gpu_check.sh
 
 test: setup  ## lint and run the whole test suite (unit + end-to-end on the packaged model)
-	$(PY) -m ruff check llm_embed tests benchmarks
+	$(PY) -m ruff check llm_embed tests benchmarks scripts
 	$(PY) -m pytest
 
 test-fast: setup  ## unit tests only (tiny random models, no packaged model)
 	$(PY) -m pytest -m "not slow"
 
 lint: setup  ## ruff check
-	$(PY) -m ruff check llm_embed tests benchmarks
+	$(PY) -m ruff check llm_embed tests benchmarks scripts
 
 format: setup  ## ruff format + fix
 	$(PY) -m ruff format llm_embed tests benchmarks && $(PY) -m ruff check --fix llm_embed tests benchmarks
