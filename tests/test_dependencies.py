@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIRST_PARTY = {"llm_embed", "benchmarks", "tests", "conftest", "mteb_reference"}
+FIRST_PARTY = {"llm_embed", "benchmarks", "tests", "conftest", "mteb_reference", "cli_errors"}
 
 
 def normalize(name: str) -> str:
