@@ -238,3 +238,44 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# -- suite scores: one line per scored view, a JSON record and its Markdown table -------------------
+def report_scores(label: str, scores: dict[str, float]) -> float:
+    """Print one view's V-measure per task and their mean on one line; returns the mean."""
+    mean = sum(scores.values()) / len(scores)
+    cols = "  ".join(f"{t}={v:.4f}" for t, v in scores.items())
+    print(f"{label}  {cols}  mean={mean:.4f}", flush=True)
+    return mean
+
+
+def scores_table(
+    rows: Sequence[dict[str, Any]], labels: Sequence[tuple[str, str]], other: Sequence[str] = ()
+) -> list[str]:
+    """Markdown lines: the ``labels`` columns (header, row key), then V-measure per task and the mean.
+
+    The tasks are the row keys that are neither a label, ``mean``, nor one of ``other``.
+    """
+    keys = {key for _, key in labels} | {"mean", *other}
+    tasks = [k for k in rows[0] if k not in keys]
+    lines = [
+        "| " + " | ".join(h for h, _ in labels) + " | " + " | ".join(tasks) + " | mean |",
+        "|---|" + "---:|" * (len(labels) - 1 + len(tasks) + 1),
+    ]
+    for row in rows:
+        cells = [str(row[key]) for _, key in labels] + [f"{row[t]:.4f}" for t in [*tasks, "mean"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_scores(
+    out: Path | None, record: dict[str, Any], markdown: Callable[[dict[str, Any]], str]
+) -> None:
+    """``record`` as JSON at ``out`` and ``markdown(record)`` beside it (``.md``); nothing if None."""
+    if out is None:
+        return
+    from llm_embed._fs import atomic_write_text
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown(record))

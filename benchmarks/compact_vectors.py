@@ -13,7 +13,6 @@ ranges over the task's texts; binary as +-1 per bit), which k-means then reads a
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from collections.abc import Sequence
@@ -24,11 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llm_embed._fs import atomic_write_text
+from benchmarks.common import report_scores, scores_table, write_scores
 from llm_embed._machine import describe_machine
 from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.tasks import OFFLINE_SUITE
-from llm_embed.inference.embed_file import _quantizer
+from llm_embed.inference.embed_file import quantize
 from llm_embed.inference.load import load_model
 
 
@@ -52,7 +51,7 @@ def truncated(d: int):
 
 def quantized(precision: str):
     def view(v: torch.Tensor) -> torch.Tensor:
-        q = _quantizer()(v.numpy(), precision=precision)  # int8 ranges: these texts
+        q = quantize(v.numpy(), precision)  # int8 ranges: these texts
         if precision in ("binary", "ubinary"):
             packed = (q.astype(np.int16) + 128).astype(np.uint8) if precision == "binary" else q
             bits = np.unpackbits(packed, axis=1)[:, : v.shape[1]]  # "binary" stores bytes - 128
@@ -82,23 +81,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     for label, dim, precision, transform in views:
         scores = evaluate_clustering(CachedView(encoder, cache, transform), tasks)
-        mean = sum(scores.values()) / len(scores)
         bytes_per = dim * 4 if precision == "float32" else (dim if "int8" in precision else dim // 8)
+        mean = report_scores(f"{label:<10} {bytes_per:>5} B", scores)
         rows.append({"view": label, "dims": dim, "precision": precision, "bytes": bytes_per,
                      **scores, "mean": mean})  # fmt: skip
-        cols = "  ".join(f"{t}={v:.4f}" for t, v in scores.items())
-        print(f"{label:<10} {bytes_per:>5} B  {cols}  mean={mean:.4f}", flush=True)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"model": args.model, "command": command, "machine": machine, "rows": rows}
-        atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
-        atomic_write_text(args.out.with_suffix(".md"), markdown(record))
-
+    record = {"model": args.model, "command": command, "machine": machine, "rows": rows}
+    write_scores(args.out, record, markdown)
 
 def markdown(record: dict[str, Any]) -> str:
     """One line per view: its bytes per vector, V-measure per task and the mean."""
-    keys = ("view", "dims", "precision", "bytes", "mean")
-    tasks = [k for k in record["rows"][0] if k not in keys]
     lines = [
         f"# Shorter and compact vectors: {record['model']}",
         "",
@@ -106,12 +97,8 @@ def markdown(record: dict[str, Any]) -> str:
         "`first d`: the leading d dimensions renormalised (`--truncate-dim d`); `int8`/`binary`: "
         "`encode --precision` of the full vectors (int8 ranges over each task's texts).",
         "",
-        "| vectors | bytes | " + " | ".join(tasks) + " | mean |",
-        "|---|---:|" + "---:|" * (len(tasks) + 1),
+        *scores_table(record["rows"], [("vectors", "view"), ("bytes", "bytes")], ("dims", "precision")),
     ]
-    for row in record["rows"]:
-        values = " | ".join(f"{row[t]:.4f}" for t in [*tasks, "mean"])
-        lines.append(f"| {row['view']} | {row['bytes']} | {values} |")
     return "\n".join(lines) + "\n"
 
 

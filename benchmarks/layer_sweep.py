@@ -15,7 +15,6 @@ the fourth digit (Gemma-3-270M, weighted mean, noun glosses: 0.3746 here, 0.3753
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llm_embed._fs import atomic_write_text
+from benchmarks.common import report_scores, write_scores
 from llm_embed._machine import describe_machine
 from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.tasks import OFFLINE_SUITE
@@ -142,16 +141,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     for i, (layer, pooling) in enumerate(sweep.cells):
         scores = evaluate_clustering(CellView(sweep, i), tasks, max_documents=args.max_documents)
-        mean = sum(scores.values()) / len(scores)
+        mean = report_scores(f"layer {layer:>3} {pooling:<14}", scores)
         rows.append({"layer": layer, "pooling": pooling, **scores, "mean": mean})
-        cols = "  ".join(f"{t}={v:.4f}" for t, v in scores.items())
-        print(f"layer {layer:>3} {pooling:<14} {cols}  mean={mean:.4f}", flush=True)
     print(f"took {(time.perf_counter() - t0) / 60:.1f} min (machine: {describe_machine()})")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"model": args.model, "prompt": args.prompt, "command": command, "rows": rows}
-        atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
-        atomic_write_text(args.out.with_suffix(".md"), markdown(record))
+    record = {"model": args.model, "prompt": args.prompt, "command": command, "rows": rows}
+    write_scores(args.out, record, markdown)
 
 
 def markdown(record: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import shlex
 import sys
 import time
@@ -26,8 +25,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import report_scores, scores_table, write_scores
 from benchmarks.layer_sweep import Sweep
-from llm_embed._fs import atomic_write_text
 from llm_embed._machine import describe_machine
 from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.tasks import OFFLINE_SUITE
@@ -70,11 +69,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         start = time.perf_counter()
         scores = evaluate_clustering(Ensemble(sweep, parts), tasks)
         seconds = time.perf_counter() - start  # the first use of a prompt includes its pass
-        mean = sum(scores.values()) / len(scores)
+        mean = report_scores(f"{label:<45} ({seconds:.0f} s)", scores)
         rows.append({"ensemble": label, "passes": passes, **scores, "mean": mean,
                      "seconds": round(seconds, 1)})  # fmt: skip
-        cols = "  ".join(f"{t}={v:.4f}" for t, v in scores.items())
-        print(f"{label:<45} {cols}  mean={mean:.4f}  ({seconds:.0f} s)", flush=True)
 
     for p in prompts:  # one pass each, timed inside its first score
         score(f"{p} (weighted_mean)", [(p, wm)], 1)
@@ -83,16 +80,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     for k in range(2, len(prompts) + 1):
         for combo in itertools.combinations(prompts, k):
             score(" + ".join(combo) + " (weighted_mean)", [(p, wm) for p in combo], k)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        record = {"model": args.model, "command": command, "machine": machine, "rows": rows}
-        atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
-        atomic_write_text(args.out.with_suffix(".md"), markdown(record))
+    record = {"model": args.model, "command": command, "machine": machine, "rows": rows}
+    write_scores(args.out, record, markdown)
 
 
 def markdown(record: dict[str, Any]) -> str:
     """One line per ensemble: passes over the texts, V-measure per task and the mean."""
-    tasks = [k for k in record["rows"][0] if k not in ("ensemble", "passes", "mean", "seconds")]
     lines = [
         f"# Prompt ensembles: {record['model']}",
         "",
@@ -101,12 +94,8 @@ def markdown(record: dict[str, Any]) -> str:
         "prompt. `weighted_mean_last`: the mean of the normalised weighted-mean and last-token "
         "vectors of one pass.",
         "",
-        "| ensemble | passes | " + " | ".join(tasks) + " | mean |",
-        "|---|---:|" + "---:|" * (len(tasks) + 1),
+        *scores_table(record["rows"], [("ensemble", "ensemble"), ("passes", "passes")], ("seconds",)),
     ]
-    for row in record["rows"]:
-        values = " | ".join(f"{row[t]:.4f}" for t in [*tasks, "mean"])
-        lines.append(f"| {row['ensemble']} | {row['passes']} | {values} |")
     return "\n".join(lines) + "\n"
 
 

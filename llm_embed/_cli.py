@@ -82,6 +82,17 @@ def add_model_options(parser: ArgumentParser) -> None:
     add_trust_remote_code(parser)
 
 
+def model_options(args: Any) -> dict[str, Any]:
+    """The values of :func:`add_model_options`' flags but ``--model``, as the loaders' keywords."""
+    return {
+        "pooling": args.pooling,
+        "prompt": args.prompt,
+        "truncate_dim": args.truncate_dim,
+        "inference_dtype": args.inference_dtype,
+        "trust_remote_code": args.trust_remote_code,
+    }
+
+
 def add_trust_remote_code(parser: ArgumentParser) -> None:
     """``--trust-remote-code``: the one switch that lets a model folder's own Python code run."""
     parser.add_argument(

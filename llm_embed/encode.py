@@ -19,7 +19,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from llm_embed._cli import add_model_options, command_parser, parse, run_cli
+from llm_embed._cli import add_model_options, command_parser, model_options, parse, run_cli
+from llm_embed.inference.embed_file import PRECISIONS
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
@@ -49,7 +50,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument(
         "--precision",
         default="float32",
-        choices=["float32", "int8", "uint8", "binary", "ubinary"],
+        choices=list(PRECISIONS),
         help="compact vectors (sentence-transformers' quantize_embeddings): int8/uint8 write "
         "<out>.ranges.npy too; binary/ubinary pack one bit per dimension (default: float32)",
     )
@@ -67,11 +68,7 @@ def cli_main(argv: list[str] | None = None) -> None:
         args.model,
         args.input,
         args.out,
-        pooling=args.pooling,
-        prompt=args.prompt,
-        truncate_dim=args.truncate_dim,
-        inference_dtype=args.inference_dtype,
-        trust_remote_code=args.trust_remote_code,
+        **model_options(args),
         device=args.device,
         progress=not args.no_progress,
         parquet=args.parquet,

@@ -25,6 +25,21 @@ from llm_embed.prompts import PromptTemplate, get_prompt
 log = logging.getLogger(__name__)
 
 
+INFERENCE_DTYPES = ("float32", "bfloat16")
+
+
+def check_inference_options(truncate_dim: int | None, inference_dtype: str | None) -> None:
+    """ValueError for a ``truncate_dim`` or ``inference_dtype`` no encoder takes (None: not given)."""
+    if truncate_dim is not None and (
+        isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1
+    ):
+        raise ValueError(f"truncate_dim={truncate_dim!r} is invalid; use an int >= 1 or null")
+    if inference_dtype is not None and inference_dtype not in INFERENCE_DTYPES:
+        raise ValueError(
+            f"inference_dtype={inference_dtype!r} is unknown; use 'float32' or 'bfloat16'"
+        )
+
+
 def attention_kernels() -> AbstractContextManager[None]:
     """Let SDPA use the flash, memory-efficient or math kernels, not cuDNN's.
 
@@ -93,6 +108,7 @@ class Encoder(nn.Module):
             raise ValueError(f"max_text_tokens={max_text_tokens} must be >= 1")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side={padding_side!r} must be 'left' or 'right'")
+        check_inference_options(truncate_dim, inference_dtype)  # before the model loads
         self.pooling = from_config(pooling)
         self.prompt = get_prompt(prompt)
         self.normalize = normalize
@@ -122,15 +138,7 @@ class Encoder(nn.Module):
         self.attn_implementation = attn_implementation
         self.trust_remote_code = trust_remote_code
         self.load_in_4bit = load_in_4bit
-        if truncate_dim is not None and (
-            isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1
-        ):
-            raise ValueError(f"truncate_dim={truncate_dim!r} is invalid; use an int >= 1 or null")
         self.truncate_dim = truncate_dim
-        if inference_dtype not in ("float32", "bfloat16"):
-            raise ValueError(
-                f"inference_dtype={inference_dtype!r} is unknown; use 'float32' or 'bfloat16'"
-            )
         self.inference_dtype = inference_dtype
         self.set_pooling(self.pooling)  # checks what the pooling needs of the tokenizer
         self.num_truncated = 0  # texts cut to max_text_tokens so far

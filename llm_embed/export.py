@@ -17,7 +17,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING
 
-from llm_embed._cli import add_model_options, command_parser, parse, run_cli
+from llm_embed._cli import add_model_options, command_parser, model_options, parse, run_cli
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser
@@ -43,12 +43,8 @@ def cli_main(argv: list[str] | None = None) -> None:
     export_model(
         args.model,
         args.out,
-        pooling=args.pooling,
-        prompt=args.prompt,
-        truncate_dim=args.truncate_dim,
-        inference_dtype=args.inference_dtype,
+        **model_options(args),
         overwrite=args.overwrite,
-        trust_remote_code=args.trust_remote_code,
         command=shlex.join(["python", "-m", "llm_embed.export", *(sys.argv[1:] if argv is None else argv)]),
     )
 

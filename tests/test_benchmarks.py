@@ -229,7 +229,7 @@ def test_compact_vector_views_equal_what_encode_and_truncate_dim_give(tiny_model
 
     from benchmarks.compact_vectors import CachedView, quantized, truncated
     from llm_embed.encoder import Encoder
-    from llm_embed.inference.embed_file import _quantizer
+    from llm_embed.inference.embed_file import quantize
 
     texts = ["a cat sat on the mat", "stocks fell sharply", "to move fast", "rain tomorrow"]
     encoder = Encoder(tiny_model_dir)
@@ -239,7 +239,7 @@ def test_compact_vector_views_equal_what_encode_and_truncate_dim_give(tiny_model
     torch.testing.assert_close(got, Encoder(tiny_model_dir, truncate_dim=8).encode(texts))
     assert len(cache) == 4  # embedded once, shared by every view
     q = CachedView(encoder, cache, quantized("int8")).encode(texts)
-    np.testing.assert_array_equal(q.numpy(), _quantizer()(full.numpy(), precision="int8"))
+    np.testing.assert_array_equal(q.numpy(), quantize(full.numpy(), "int8"))
     signs = CachedView(encoder, cache, quantized("binary")).encode(texts)
     assert set(signs.unique().tolist()) <= {-1.0, 1.0} and signs.shape == full.shape
     torch.testing.assert_close(signs, torch.where(full > 0, 1.0, -1.0))

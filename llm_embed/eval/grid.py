@@ -306,10 +306,12 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         return cell_key(source, cell, task, seed=seed, max_documents=caps(task),
                         truncate_dim=dim, inference_dtype=dtype)  # fmt: skip
 
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-        raise UserError(f"truncate_dim={dim!r} is invalid: give an int >= 1, or leave it out")
-    if dtype not in (None, "float32", "bfloat16"):
-        raise UserError(f"inference_dtype={dtype!r} is unknown: use float32 or bfloat16")
+    from llm_embed.encoder import check_inference_options  # lazily: it imports transformers
+
+    try:  # the encoder's own check, before any model loads
+        check_inference_options(dim, dtype)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
     def pending(source: ModelSource, cell: Cell) -> list[str]:
         return [t for t in task_names if key(source, cell, t) not in done]

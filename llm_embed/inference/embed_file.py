@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -235,12 +235,13 @@ def ranges_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".ranges.npy")
 
 
-def _quantizer() -> Callable[..., Any]:
+def quantize(emb: np.ndarray, precision: str, ranges: np.ndarray | None = None) -> np.ndarray:
+    """sentence-transformers' ``quantize_embeddings`` (int8/uint8 ranges from ``emb`` if None)."""
     try:  # sentence-transformers >= 6 moved it
         from sentence_transformers.util.quantization import quantize_embeddings
     except ImportError:
         from sentence_transformers.quantization import quantize_embeddings
-    return quantize_embeddings
+    return quantize_embeddings(emb, precision=precision, ranges=ranges)
 
 
 def prepare(
@@ -510,7 +511,7 @@ def _assemble(
     def convert(emb: np.ndarray) -> np.ndarray:
         if precision == "float32":
             return emb
-        return _quantizer()(emb, precision=precision, ranges=ranges)
+        return quantize(emb, precision, ranges)
 
     probe = convert(np.zeros((1, dim), dtype=np.float32))
     qdim, qtype = probe.shape[1], probe.dtype
