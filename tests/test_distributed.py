@@ -12,11 +12,13 @@ LoRA dropout is 0 here: two processes cannot draw one process's dropout masks.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 from peft import LoraConfig
 
 from llm_embed.encoder import Encoder
@@ -47,6 +49,11 @@ PAIRS = {
     ],
 }
 WORLD = 2
+
+
+def fork_ddp() -> DDPStrategy:
+    """``ddp_fork`` with a short collective timeout: a rank that stalls fails the test, not CI."""
+    return DDPStrategy(start_method="fork", timeout=timedelta(seconds=120))
 
 
 class RankHalf(L.LightningDataModule):
@@ -114,7 +121,7 @@ def test_two_process_ddp_equals_one_process_on_the_concatenated_batch(
     module.zero_grad(set_to_none=True)
 
     trainer = L.Trainer(
-        strategy="ddp_fork",
+        strategy=fork_ddp(),
         accelerator="cpu",
         devices=WORLD,
         max_steps=1,
@@ -152,7 +159,7 @@ def test_without_gathering_the_ranks_see_only_their_own_negatives(tiny_model_dir
             for i in range(WORLD)
         ]
     trainer = L.Trainer(
-        strategy="ddp_fork",
+        strategy=fork_ddp(),
         accelerator="cpu",
         devices=WORLD,
         max_steps=1,
@@ -198,7 +205,13 @@ def test_fsdp_config_wraps_decoder_layers():
 def _uneven_gather_worker(rank: int, world: int, store_path: str) -> None:
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{store_path}",
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=120),
+    )
     try:
         rows = [2, 3]  # a last, smaller batch on rank 0
         x = torch.arange(rows[rank] * 3, dtype=torch.float32).reshape(rows[rank], 3) + 100 * rank
