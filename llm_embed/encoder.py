@@ -19,6 +19,7 @@ from torch import nn
 
 from llm_embed.backbone import load_backbone, load_tokenizer
 from llm_embed.errors import UserError
+from llm_embed.packing import pack, packed_attention, supports_packing, unpack
 from llm_embed.pooling import Pooling, from_config
 from llm_embed.prompts import PromptTemplate, get_prompt
 
@@ -83,6 +84,9 @@ class Encoder(nn.Module):
             callback) under bf16 autocast: ~3x faster on a CPU with bf16 matmul units
             (benchmarks/encode.py measures speed and V-measure side by side); the weights and
             training stay as they are. ``float32``: exact.
+        packing: run each batch padding-free, its texts packed into one row with attention kept
+            inside each text (:mod:`llm_embed.packing`): the same states without the pad tokens'
+            compute. Needs a model that runs its attention through transformers' interface.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class Encoder(nn.Module):
         load_in_4bit: bool = False,
         truncate_dim: int | None = None,
         inference_dtype: Literal["float32", "bfloat16"] = "float32",
+        packing: bool = False,
     ) -> None:
         super().__init__()
         # the arguments as given, for config_dict (pooling and prompt are read live: a grid swaps pooling)
@@ -140,6 +145,12 @@ class Encoder(nn.Module):
         self.load_in_4bit = load_in_4bit
         self.truncate_dim = truncate_dim
         self.inference_dtype = inference_dtype
+        if packing and not supports_packing(self.backbone):
+            raise UserError(
+                f"model {backbone!r} runs its own attention code, so its texts cannot be packed "
+                "into one row; set packing false"
+            )
+        self.packing = packing
         self.set_pooling(self.pooling)  # checks what the pooling needs of the tokenizer
         self.num_truncated = 0  # texts cut to max_text_tokens so far
 
@@ -258,16 +269,30 @@ class Encoder(nn.Module):
     # -- tokens -> vectors ----------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embed a tokenized batch (from :meth:`tokenize`), with gradients. Returns (B, D) float32."""
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        with attention_kernels():
-            out = self.backbone(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                position_ids=batch["position_ids"],
-                output_hidden_states=self.layer != -1,
-                use_cache=False,  # no KV cache: one pass per text, nothing to reuse
-            )
+        if self.packing:
+            packed = pack(batch)
+            with packed_attention(self.backbone):
+                out = self.backbone(
+                    input_ids=packed.input_ids.to(self.device),
+                    position_ids=packed.position_ids.to(self.device),
+                    output_hidden_states=self.layer != -1,
+                    use_cache=False,
+                    cu_seq_lens_q=packed.cu_seqlens.to(self.device),
+                    max_length_q=packed.max_len,
+                )
+        else:
+            with attention_kernels():
+                out = self.backbone(
+                    input_ids=batch["input_ids"].to(self.device),
+                    attention_mask=batch["attention_mask"].to(self.device),
+                    position_ids=batch["position_ids"].to(self.device),
+                    output_hidden_states=self.layer != -1,
+                    use_cache=False,  # no KV cache: one pass per text, nothing to reuse
+                )
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        if self.packing:
+            hidden = unpack(hidden, packed)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
         emb = self.pooling(
             hidden.float(), batch["attention_mask"], prompt_mask=batch["prompt_mask"]
         )
