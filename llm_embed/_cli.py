@@ -49,6 +49,23 @@ def parse(parser: ArgumentParser, argv: Sequence[str] | None) -> Any:
     return parser.parse_args(argv)
 
 
+def add_distributed_options(parser: ArgumentParser) -> None:
+    """``--devices``, ``--num-nodes``, ``--accelerator``: inference over several processes, launched as training is."""
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="processes (one per GPU) per node; > 1 splits the work (Lightning Fabric, DDP; "
+        "torchrun and SLURM launches are joined) (default: 1)",
+    )
+    parser.add_argument("--num-nodes", type=int, default=1, help="nodes (default: 1)")
+    parser.add_argument(
+        "--accelerator",
+        default="auto",
+        help="accelerator of the processes when --devices > 1: auto, gpu or cpu (default: auto)",
+    )
+
+
 def add_model_options(parser: ArgumentParser) -> None:
     """``--model`` (required), ``--pooling``, ``--prompt``, ``--truncate-dim`` and ``--trust-remote-code``: the same flags wherever a command loads a model."""
     from llm_embed.inference.load import MODEL_HELP

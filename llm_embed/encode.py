@@ -19,7 +19,14 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from llm_embed._cli import add_model_options, command_parser, model_options, parse, run_cli
+from llm_embed._cli import (
+    add_distributed_options,
+    add_model_options,
+    command_parser,
+    model_options,
+    parse,
+    run_cli,
+)
 from llm_embed.inference.embed_file import PRECISIONS
 
 if TYPE_CHECKING:
@@ -47,6 +54,7 @@ def build_parser() -> ArgumentParser:
         "--chunk-size", type=int, default=4096, help="texts per resumable chunk (default: 4096)"
     )
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_distributed_options(p)
     p.add_argument(
         "--precision",
         default="float32",
@@ -79,6 +87,9 @@ def cli_main(argv: list[str] | None = None) -> None:
         id_field=args.id_field,
         skip_empty=args.skip_empty,
         precision=args.precision,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
     )
 
 

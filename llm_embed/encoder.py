@@ -308,10 +308,14 @@ class Encoder(nn.Module):
         prompt: str | PromptTemplate | None = None,
         show_progress: bool = False,
         on_batch: Callable[[int], object] | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> torch.Tensor:
         """Embed texts for inference: length-sorted batches, eval mode, result in input order. (N, D) on CPU.
 
         ``on_batch(n)`` is called as each batch's ``n`` vectors arrive (a caller's progress bar).
+        ``shard=(rank, world)`` embeds only every ``world``-th batch from ``rank`` on and leaves
+        the other rows zero: the processes of a distributed run sum their results into the whole
+        (:mod:`llm_embed.inference.distributed`), each batch the one a single process would run.
         """
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts, not a single string")
@@ -322,6 +326,10 @@ class Encoder(nn.Module):
         was_training = self.training
         self.eval()
         batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+        rank, world = shard
+        batches = batches[rank::world]
+        if shard != (0, 1):
+            out.zero_()
 
         def collect(idx: list[int], emb: torch.Tensor) -> None:
             out[idx] = emb.float().cpu()

@@ -45,6 +45,7 @@ from llm_embed.eval.results import (
     write_records,
 )
 from llm_embed.eval.tasks import OFFLINE_SUITE, get_tasks
+from llm_embed.inference.distributed import InferenceGroup
 from llm_embed.inference.load import KINDS, MODEL_HELP, ModelSource, load_model, resolve_model
 from llm_embed.prompts import load_prompts
 
@@ -164,6 +165,18 @@ class EvalConfig:
         default=False,
         metadata=_option("let the model run Python code shipped in its folder (read it first)"),
     )
+    devices: int = field(
+        default=1,
+        metadata=_option(
+            "processes (one per GPU) per node; > 1 splits each encoding pass (Lightning Fabric, "
+            "DDP; torchrun and SLURM launches are joined) (default: 1)"
+        ),
+    )
+    num_nodes: int = field(default=1, metadata=_option("nodes (default: 1)"))
+    accelerator: str = field(
+        default="auto",
+        metadata=_option("accelerator when --devices > 1: auto, gpu or cpu (default: auto)"),
+    )
 
 
 def _names(value: Sequence[str] | str | None) -> list[str] | None:
@@ -245,6 +258,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     """
     from tqdm.auto import tqdm
 
+    group = InferenceGroup(config.accelerator, config.devices, config.num_nodes)
     caps = DocCaps.parse(config.max_documents)
     batch_size, seed = config.batch_size, config.seed
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -326,7 +340,11 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
             results_path,
         )
     bar = tqdm(
-        total=total, initial=total - todo, desc="grid", unit="cell", disable=not config.progress
+        total=total,
+        initial=total - todo,
+        desc="grid",
+        unit="cell",
+        disable=not (config.progress and group.is_main),
     )
     try:
         for index, (source, cells) in enumerate(plans):
@@ -335,6 +353,11 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
             encoder = load_encoder(
                 source, cells[0], config.trust_remote_code, dim, config.inference_dtype
             )
+            whole = encoder  # the maps run on the first process alone
+            if source.kind != "sentence-transformers":  # a baseline runs whole on each process
+                if group.device is not None:
+                    encoder.to(group.device)
+                encoder = group.shard(encoder)
             for cell in cells:
                 for task in pending(source, cell):
                     bar.set_postfix_str(
@@ -367,7 +390,8 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                     )
                     records.append(record)
                     done[record_key(record)] = record
-                    write_records(results_path, records)
+                    if group.is_main:
+                        write_records(results_path, records)
                     log.info(
                         "%s | %s | %s | %s: V-measure %.4f (%.1f s)",
                         source.label,
@@ -378,19 +402,16 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         seconds,
                     )
                     bar.update(1)
-            if config.map_samples and index == 0:  # the model's maps, while it is loaded
-                _draw_maps(config, plans[0], task_names, out, seed=seed, encoder=encoder)
-            del encoder
+            if config.map_samples and index == 0 and group.is_main:  # while it is loaded
+                _draw_maps(config, plans[0], task_names, out, seed=seed, encoder=whole)
+            del encoder, whole
             gc.collect()
     finally:
         bar.close()
-    render(out, task_names, seed=seed, caps=caps, provenance=provenance)
-    log.info("wrote %s, %s and %s in %s", RESULTS_JSON, RESULTS_MD, RESULTS_PNG, out)
-    if config.map_samples:
-        _draw_maps(config, plans[0], task_names, out, seed=seed)
-    return [
-        done[key(s, c, t)]
-        for s, cells in plans
-        for c in cells
-        for t in task_names
-    ]
+    if group.is_main:
+        render(out, task_names, seed=seed, caps=caps, provenance=provenance)
+        log.info("wrote %s, %s and %s in %s", RESULTS_JSON, RESULTS_MD, RESULTS_PNG, out)
+        if config.map_samples:
+            _draw_maps(config, plans[0], task_names, out, seed=seed)
+    group.barrier()
+    return [done[key(s, c, t)] for s, cells in plans for c in cells for t in task_names]

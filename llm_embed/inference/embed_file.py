@@ -19,12 +19,14 @@ import json
 import logging
 import shutil
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_embed._fs import atomic_write, atomic_write_text, check_output, exclusive_lock
 from llm_embed.errors import UserError, first_line
+from llm_embed.inference.distributed import InferenceGroup
 
 if TYPE_CHECKING:
     import numpy as np
@@ -294,6 +296,7 @@ def embed_file(
     precision: str = "float32",
     model_id: Any = None,
     stats: InputStats | None = None,
+    group: InferenceGroup | None = None,
 ) -> Summary:
     """Embed every text of ``input`` into ``out`` (``.npy``, N x D float32, input order).
 
@@ -311,6 +314,8 @@ def embed_file(
             dimension, packed: D/8 bytes).
         model_id: identifies the model in the parts manifest, so chunks of another model are never reused.
         stats: the result of :func:`prepare` when the caller already ran it (the file is then read once less).
+        group: the processes sharing this run (:mod:`llm_embed.inference.distributed`); each
+            embeds its share of every chunk, the first writes the files. None: this process alone.
 
     Raises:
         UserError: bad input, an existing output without ``overwrite``, missing pyarrow, or a parts
@@ -339,44 +344,61 @@ def embed_file(
             "" if parquet else ", use --parquet for ids",
         )
 
+    group = group or InferenceGroup()
     parts = out.with_name(out.name + ".parts")
     # Chunk digests guard the texts and ids; the manifest guards the model that embedded them.
     manifest = {"model": model_id, "encoder": encoder.config_dict}
-    _open_parts(parts, manifest)
+    if group.is_main:
+        _open_parts(parts, manifest)
+    group.barrier()
 
     from tqdm.auto import tqdm
 
     dim = encoder.embed_dim
     n_chunks = -(-stats.texts // chunk_size)
     reused = truncated = 0
-    bar = tqdm(total=stats.texts, unit="text", desc="encode", disable=not progress)
+    bar = tqdm(
+        total=stats.texts, unit="text", desc="encode", disable=not (progress and group.is_main)
+    )
+    sharded = group.shard(encoder)
     try:
         with encoder.merged_adapter():
             for i, chunk in enumerate(_chunks(read_texts(input, **read_kwargs), chunk_size)):
                 path = parts / f"chunk-{i:06d}.npz"
                 key = digest(chunk)
-                done = _load_chunk(path) if path.is_file() else None
-                if (
-                    done is not None
-                    and str(done["digest"]) == key
-                    and done["emb"].shape == (len(chunk), dim)
-                ):
+                done = None
+                if group.is_main and path.is_file():
+                    done = _load_chunk(path)
+                    if done is not None and (
+                        str(done["digest"]) != key or done["emb"].shape != (len(chunk), dim)
+                    ):
+                        done = None
+                # every process must take part in each chunk the first one embeds
+                cut = group.broadcast(None if done is None else int(done["truncated"]))
+                if cut is not None:
                     reused += 1
-                    truncated += int(done["truncated"])
+                    truncated += cut
                     bar.update(len(chunk))
                     continue
                 before = encoder.num_truncated
-                emb = _embed_chunk(encoder, [text for _, text in chunk], batch_size, bar)
+                emb = _embed_chunk(sharded, [text for _, text in chunk], batch_size, bar)
                 cut = encoder.num_truncated - before
-                _save_chunk(path, emb, [ident for ident, _ in chunk], key, cut)
+                if group.is_main:
+                    _save_chunk(path, emb, [ident for ident, _ in chunk], key, cut)
                 truncated += cut
     finally:
         bar.close()
-    if reused:
+    if reused and group.is_main:
         log.info("reused %d of %d chunks from %s", reused, n_chunks, parts)
 
-    _assemble(parts, n_chunks, stats.texts, dim, out, parquet, stats.id_kind, precision)
-    shutil.rmtree(parts, ignore_errors=True)
+    if group.is_main:
+        _assemble(parts, n_chunks, stats.texts, dim, out, parquet, stats.id_kind, precision)
+        shutil.rmtree(parts, ignore_errors=True)
+    group.barrier()
+    if not group.is_main:
+        return Summary(
+            stats.texts, dim, n_chunks, reused, truncated, stats.skipped_empty, out, parquet
+        )
     if truncated:
         log.info(
             "%d of %d texts were longer than max_text_tokens=%d and were cut to it",
@@ -407,11 +429,16 @@ def encode_file(
     progress: bool = True,
     truncate_dim: int | None = None,
     inference_dtype: str | None = None,
+    accelerator: str = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
     **options: Any,
 ) -> Summary:
     """Check the input, load ``model`` with the one ``--model`` loader, and :func:`embed_file` it.
 
     Bad input fails before the model loads. ``device`` defaults to cuda where available;
+    ``devices`` x ``num_nodes`` > 1 splits the work over that many processes
+    (:class:`~llm_embed.inference.distributed.InferenceGroup`), each on its own device.
     ``options`` are :func:`embed_file`'s (parquet, overwrite, batch_size, chunk_size, field,
     id_field, skip_empty).
     """
@@ -420,7 +447,9 @@ def encode_file(
     from llm_embed.inference.load import load_encoder
 
     stats = prepare(input, out, **options)
-    with exclusive_lock(Path(out).expanduser(), "encode"):  # a second writer stops here, as one line
+    group = InferenceGroup(accelerator, devices, num_nodes)
+    lock = exclusive_lock(Path(out).expanduser(), "encode") if group.is_main else nullcontext()
+    with lock:  # a second writer stops here, as one line
         encoder = load_encoder(
             model,
             command="encode",
@@ -430,7 +459,7 @@ def encode_file(
             truncate_dim=truncate_dim,
             inference_dtype=inference_dtype,
         )
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = group.device or device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             encoder.to(torch.device(device))
         except (RuntimeError, AssertionError) as err:  # a bad name, or CUDA missing from this torch
@@ -444,6 +473,7 @@ def encode_file(
             progress=progress,
             model_id=model_fingerprint(model),
             stats=stats,
+            group=group,
             **options,
         )
 
