@@ -99,7 +99,7 @@ def run(
         loss.backward()
         losses[name] = float(loss)
         params = [p for p in module.parameters() if p.requires_grad]
-        grads[name] = torch.cat([p.grad.flatten().float() for p in params])
+        grads[name] = torch.cat([p.grad.flatten().double() for p in params])
         module.zero_grad(set_to_none=True)
         module.train()
     cosine = min(

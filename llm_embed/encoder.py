@@ -84,6 +84,9 @@ class Encoder(nn.Module):
             callback) under bf16 autocast: ~3x faster on a CPU with bf16 matmul units
             (benchmarks/encode.py measures speed and V-measure side by side); the weights and
             training stay as they are. ``float32``: exact.
+        dim_scale: per-dimension divisors applied in eval mode to the normalised pooled vector
+            (then normalised again), so no few dimensions dominate the cosine; :meth:`calibrate`
+            sets them to the dimensions' standard deviations over training texts. None: off.
         packing: run each batch padding-free, its texts packed into one row with attention kept
             inside each text (:mod:`llm_embed.packing`): the same states without the pad tokens'
             compute. Needs a model that runs its attention through transformers' interface.
@@ -104,6 +107,7 @@ class Encoder(nn.Module):
         load_in_4bit: bool = False,
         truncate_dim: int | None = None,
         inference_dtype: Literal["float32", "bfloat16"] = "float32",
+        dim_scale: Sequence[float] | None = None,
         packing: bool = False,
     ) -> None:
         super().__init__()
@@ -152,11 +156,19 @@ class Encoder(nn.Module):
             )
         self.packing = packing
         self.set_pooling(self.pooling)  # checks what the pooling needs of the tokenizer
+        self.register_buffer("_dim_scale", None, persistent=False)
+        if dim_scale is not None:
+            self.dim_scale = dim_scale
         self.num_truncated = 0  # texts cut to max_text_tokens so far
 
     def set_pooling(self, pooling: str | Pooling) -> None:
         """Use another pooling on the same backbone (poolings hold no weights; a grid swaps them)."""
         pooling = from_config(pooling)
+        if getattr(self, "_dim_scale", None) is not None and (
+            pooling.to_config() != self.pooling.to_config()
+        ):
+            log.info("dim_scale was calibrated for %s pooling: dropped", self.pooling.name)
+            self._dim_scale = None
         full = pooling.output_dim(self.backbone.config.hidden_size)
         if self.truncate_dim is not None and self.truncate_dim > full:
             raise ValueError(
@@ -170,9 +182,42 @@ class Encoder(nn.Module):
         self.pooling = pooling
 
     @property
+    def dim_scale(self) -> list[float] | None:
+        """The eval-mode per-dimension divisors (see the class doc), or None."""
+        return None if self._dim_scale is None else self._dim_scale.tolist()
+
+    @dim_scale.setter
+    def dim_scale(self, value: Sequence[float] | torch.Tensor | None) -> None:
+        if value is None:
+            self._dim_scale = None
+            return
+        scale = torch.as_tensor(value, dtype=torch.float32).flatten()
+        full = self.pooling.output_dim(self.backbone.config.hidden_size)
+        if scale.numel() != full or not bool((scale > 0).all() & scale.isfinite().all()):
+            raise ValueError(
+                f"dim_scale needs {full} positive finite values ({self.pooling.name} pooling); "
+                f"got {scale.numel()}"
+            )
+        self._dim_scale = scale.to(self.device)
+
+    @torch.no_grad()
+    def calibrate(self, texts: Sequence[str], *, batch_size: int = 32) -> None:
+        """Set :attr:`dim_scale` to each dimension's standard deviation over ``texts`` (training
+        texts: the vectors of evaluation data never set it)."""
+        if len(texts) < 2:
+            raise ValueError("calibrate needs at least 2 texts")
+        self.dim_scale = None
+        vectors = F.normalize(self.encode(texts, batch_size=batch_size), dim=-1)
+        self.dim_scale = vectors.std(0).clamp_min(1e-6)
+
+    @property
     def config_dict(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this encoder (``Encoder(**config_dict)``)."""
-        live = {"pooling": self.pooling.to_config(), "prompt": self.prompt.template}
+        live = {
+            "pooling": self.pooling.to_config(),
+            "prompt": self.prompt.template,
+            "dim_scale": self.dim_scale,
+        }
         return {name: live.get(name, self._init_args[name]) for name in ENCODER_ARGS}
 
     @property
@@ -296,6 +341,8 @@ class Encoder(nn.Module):
         emb = self.pooling(
             hidden.float(), batch["attention_mask"], prompt_mask=batch["prompt_mask"]
         )
+        if self._dim_scale is not None and not self.training:
+            emb = F.normalize(emb, dim=-1) / self._dim_scale
         if self.truncate_dim is not None:
             emb = emb[:, : self.truncate_dim]
         return F.normalize(emb, dim=-1) if self.normalize else emb

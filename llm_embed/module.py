@@ -12,6 +12,7 @@ recomputation for activation memory. Mixed precision is the Trainer's ``precisio
 from __future__ import annotations
 
 import logging
+import random
 from contextlib import AbstractContextManager, nullcontext
 from enum import Enum
 from typing import Any
@@ -93,6 +94,9 @@ class EmbeddingModule(L.LightningModule):
         matryoshka_dims: also train the leading slices of the vectors as embeddings of their
             own (e.g. ``[640, 256, 128, 64]``; the loss is the mean over the slices), so
             ``truncate_dim`` can shorten them later. None = the plain loss.
+        calibration_texts: before each evaluation (the baseline, every validation), set the
+            encoder's eval-mode ``dim_scale`` from this many training anchors (a seeded sample;
+            :meth:`Encoder.calibrate`); it is saved with the model. 0 = no scaling.
     """
 
     def __init__(
@@ -109,8 +113,11 @@ class EmbeddingModule(L.LightningModule):
         grad_cache_mini_batch: int = 32,
         gradient_checkpointing: bool = False,
         matryoshka_dims: list[int] | None = None,
+        calibration_texts: int = 0,
     ) -> None:
         super().__init__()
+        if calibration_texts < 0 or calibration_texts == 1:
+            raise ValueError(f"calibration_texts={calibration_texts} must be 0 (off) or >= 2")
         if lr <= 0:
             raise ValueError(f"lr={lr} must be > 0")
         if warmup_steps < 0:
@@ -198,6 +205,29 @@ class EmbeddingModule(L.LightningModule):
                     f"model.grad_cache works on one device or with DDP, not with {type(strategy).__name__}: "
                     "use trainer.strategy ddp, or set model.grad_cache false (gather_across_devices still works)"
                 )
+
+    def calibrate(self) -> None:
+        """Refit the encoder's ``dim_scale`` on a seeded sample of training anchors, once per step.
+
+        Every rank computes the same scale (same texts, same weights), so validation losses and
+        the saved model agree. A no-op without ``calibration_texts`` or without training pairs.
+        """
+        n = self.hparams.calibration_texts
+        trainer = self._trainer
+        if not n or trainer is None or getattr(self, "_calibrated_at", None) == trainer.global_step:
+            return
+        pairs = getattr(trainer.datamodule, "train_pairs", None) if trainer.datamodule else None
+        if not pairs:
+            log.warning("calibration_texts is set but the datamodule has no train_pairs: no dim_scale")
+            return
+        anchors = sorted({p["anchor"] for p in pairs})
+        texts = random.Random(0).sample(anchors, min(n, len(anchors)))
+        with self.encoder.merged_adapter():
+            self.encoder.calibrate(texts)
+        self._calibrated_at = trainer.global_step
+
+    def on_validation_epoch_start(self) -> None:
+        self.calibrate()
 
     def training_step(self, batch: dict[str, list[str]], batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch)

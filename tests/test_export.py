@@ -342,3 +342,22 @@ def test_bf16_inference_travels_with_the_export(run_dir, tmp_path):
     got = load_sentence_transformer(out, device="cpu").encode(TEXTS, convert_to_tensor=True)
     assert cosine(got, reference).min() > 0.9999  # the sentence-transformers path autocasts too
     assert not torch.allclose(got, exact, atol=1e-6) and cosine(got, exact).min() > 0.99
+
+
+def test_a_calibrated_scale_travels_with_the_export(run_dir, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (config,) = run.rglob("encoder.json")
+    calibrated = load_model(str(run))
+    calibrated.calibrate([f"to move {w} from one place to another" for w in "abcdefgh"])
+    saved = json.loads(config.read_text())
+    config.write_text(json.dumps({**saved, "dim_scale": calibrated.dim_scale}))
+    reference = load_model(str(run)).encode(TEXTS)
+    plain = load_model(str(run_dir)).encode(TEXTS)
+    assert cosine(reference, plain).min() < 0.999  # the scale changes the vectors
+    out = export_model(str(run), tmp_path / "export")
+    assert json.loads((out / "llm_embed.json").read_text())["dim_scale"] == calibrated.dim_scale
+    got = load_sentence_transformer(out, device="cpu").encode(TEXTS, convert_to_tensor=True)
+    assert cosine(got, reference).min() > 0.9999

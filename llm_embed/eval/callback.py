@@ -126,6 +126,9 @@ class ClusteringEvalCallback(pl.Callback):
                 f"ClusteringEvalCallback needs pl_module.encoder; {type(pl_module).__name__} has none"
             )
         # Restore each submodule's own mode (e.g. a frozen backbone kept in eval beside LoRA).
+        calibrate = getattr(pl_module, "calibrate", None)
+        if callable(calibrate):  # the module's dim_scale from training texts, before scoring
+            calibrate()
         modes = [(m, m.training) for m in encoder.modules()] if hasattr(encoder, "modules") else []
         if hasattr(encoder, "eval"):
             encoder.eval()
