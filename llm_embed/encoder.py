@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm_embed.backbone import load_backbone, load_tokenizer
-from llm_embed.errors import UserError
+from llm_embed.errors import OptionError, UserError
 from llm_embed.packing import pack, packed_attention, supports_packing, unpack
 from llm_embed.pooling import Pooling, from_config
 from llm_embed.prompts import PromptTemplate, get_prompt
@@ -34,9 +34,9 @@ def check_inference_options(truncate_dim: int | None, inference_dtype: str | Non
     if truncate_dim is not None and (
         isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1
     ):
-        raise ValueError(f"truncate_dim={truncate_dim!r} is invalid; use an int >= 1 or null")
+        raise OptionError(f"truncate_dim={truncate_dim!r} is invalid; use an int >= 1 or null")
     if inference_dtype is not None and inference_dtype not in INFERENCE_DTYPES:
-        raise ValueError(
+        raise OptionError(
             f"inference_dtype={inference_dtype!r} is unknown; use 'float32' or 'bfloat16'"
         )
 
@@ -114,9 +114,9 @@ class Encoder(nn.Module):
         # the arguments as given, for config_dict (pooling and prompt are read live: a grid swaps pooling)
         self._init_args = {k: v for k, v in locals().items() if k in ENCODER_ARGS}
         if max_text_tokens < 1:
-            raise ValueError(f"max_text_tokens={max_text_tokens} must be >= 1")
+            raise OptionError(f"max_text_tokens={max_text_tokens} must be >= 1")
         if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side={padding_side!r} must be 'left' or 'right'")
+            raise OptionError(f"padding_side={padding_side!r} must be 'left' or 'right'")
         check_inference_options(truncate_dim, inference_dtype)  # before the model loads
         self.pooling = from_config(pooling)
         self.prompt = get_prompt(prompt)
@@ -139,7 +139,7 @@ class Encoder(nn.Module):
         )
         n_layers = self.backbone.config.num_hidden_layers
         if not -(n_layers + 1) <= layer <= n_layers:
-            raise ValueError(f"layer={layer} is out of range for a {n_layers}-layer model")
+            raise OptionError(f"layer={layer} is out of range for a {n_layers}-layer model")
         self.pad_id = self.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id  # decoders often have no pad token; pad = eos
@@ -171,7 +171,7 @@ class Encoder(nn.Module):
             self._dim_scale = None
         full = pooling.output_dim(self.backbone.config.hidden_size)
         if self.truncate_dim is not None and self.truncate_dim > full:
-            raise ValueError(
+            raise OptionError(
                 f"truncate_dim={self.truncate_dim} is larger than the model's {full} dimensions "
                 f"({pooling.name} pooling); use 1..{full}"
             )
@@ -194,7 +194,7 @@ class Encoder(nn.Module):
         scale = torch.as_tensor(value, dtype=torch.float32).flatten()
         full = self.pooling.output_dim(self.backbone.config.hidden_size)
         if scale.numel() != full or not bool((scale > 0).all() & scale.isfinite().all()):
-            raise ValueError(
+            raise OptionError(
                 f"dim_scale needs {full} positive finite values ({self.pooling.name} pooling); "
                 f"got {scale.numel()}"
             )
@@ -205,7 +205,7 @@ class Encoder(nn.Module):
         """Set :attr:`dim_scale` to each dimension's standard deviation over ``texts`` (training
         texts: the vectors of evaluation data never set it)."""
         if len(texts) < 2:
-            raise ValueError("calibrate needs at least 2 texts")
+            raise OptionError("calibrate needs at least 2 texts")
         self.dim_scale = None
         vectors = F.normalize(self.encode(texts, batch_size=batch_size), dim=-1)
         self.dim_scale = vectors.std(0).clamp_min(1e-6)

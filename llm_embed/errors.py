@@ -7,6 +7,11 @@ class UserError(Exception):
     """Bad input that the user can fix: the message names the problem and the fix, on one line."""
 
 
+class OptionError(UserError, ValueError):
+    """A bad option value: a ValueError to library callers, one line from the commands (never
+    mistaken for a damaged file by a loader that wraps other ValueErrors)."""
+
+
 def first_line(err: BaseException, limit: int = 200, *, lines: int = 1) -> str:
     """The first ``lines`` non-empty lines of an exception's message, joined and cut to ``limit``.
 
