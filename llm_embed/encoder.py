@@ -314,8 +314,9 @@ class Encoder(nn.Module):
     # -- tokens -> vectors ----------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embed a tokenized batch (from :meth:`tokenize`), with gradients. Returns (B, D) float32."""
-        if self.packing:
-            packed = pack(batch)
+        packed = pack(batch) if self.packing else None  # on the tokenizer's CPU tensors: no sync
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        if packed is not None:
             with packed_attention(self.backbone):
                 out = self.backbone(
                     input_ids=packed.input_ids.to(self.device),
@@ -328,16 +329,15 @@ class Encoder(nn.Module):
         else:
             with attention_kernels():
                 out = self.backbone(
-                    input_ids=batch["input_ids"].to(self.device),
-                    attention_mask=batch["attention_mask"].to(self.device),
-                    position_ids=batch["position_ids"].to(self.device),
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"],
                     output_hidden_states=self.layer != -1,
                     use_cache=False,  # no KV cache: one pass per text, nothing to reuse
                 )
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
-        if self.packing:
+        if packed is not None:
             hidden = unpack(hidden, packed)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
         emb = self.pooling(
             hidden.float(), batch["attention_mask"], prompt_mask=batch["prompt_mask"]
         )

@@ -322,10 +322,8 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
 
     from llm_embed.encoder import check_inference_options  # lazily: it imports transformers
 
-    try:  # the encoder's own check, before any model loads
-        check_inference_options(dim, dtype)
-    except ValueError as err:
-        raise UserError(str(err)) from None
+    # the encoder's own check (an OptionError, one line), before any model loads
+    check_inference_options(dim, dtype)
 
     def pending(source: ModelSource, cell: Cell) -> list[str]:
         return [t for t in task_names if key(source, cell, t) not in done]

@@ -388,17 +388,13 @@ def embed_file(
                 truncated += cut
     finally:
         bar.close()
-    if reused and group.is_main:
+    if reused:  # (the other processes log warnings only: InferenceGroup)
         log.info("reused %d of %d chunks from %s", reused, n_chunks, parts)
 
     if group.is_main:
         _assemble(parts, n_chunks, stats.texts, dim, out, parquet, stats.id_kind, precision)
         shutil.rmtree(parts, ignore_errors=True)
     group.barrier()
-    if not group.is_main:
-        return Summary(
-            stats.texts, dim, n_chunks, reused, truncated, stats.skipped_empty, out, parquet
-        )
     if truncated:
         log.info(
             "%d of %d texts were longer than max_text_tokens=%d and were cut to it",
