@@ -37,9 +37,30 @@ from llm_embed.eval.callback import SCORES_FILE  # the run's own scores, written
 BASE_CONFIGS = ("configs/default.yaml", "configs/recipe/screen.yaml")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last silently,
+    so a row missing its ``- name:`` line would quietly take over the row above it)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if repeated:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"the key {repeated[0]!r} is repeated", node.start_mark
+            )
+        return super().construct_mapping(node, deep)
+
+
 def load_rows(path: Path) -> dict[str, dict[str, Any]]:
     """Rows by name: ``{"change": str, "fit": [overrides]}`` or ``{"change", "evaluate": [args]}``."""
-    rows = yaml.safe_load(path.read_text())["rows"]
+    try:
+        rows = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)["rows"]  # noqa: S506
+    except yaml.constructor.ConstructorError as err:
+        mark = err.problem_mark
+        raise SystemExit(
+            f"error: {path} line {mark.line + 1}: {err.problem}; give each row its own "
+            "'- name:' entry"
+        ) from None
     names = [r["name"] for r in rows]
     if len(set(names)) != len(names):
         raise SystemExit(f"error: {path} repeats a row name; give each row its own name")

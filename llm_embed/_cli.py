@@ -96,6 +96,13 @@ def add_model_options(parser: ArgumentParser) -> None:
         help="float32 (exact) or bfloat16 (autocast, ~3x faster on CPUs with bf16 units); "
         "default: the run's, or float32",
     )
+    parser.add_argument(
+        "--inference-backend",
+        type=str | None,
+        default=None,
+        help="torch, or openvino (the backbone as an OpenVINO graph: the same float32 numbers, "
+        "~2x faster on a CPU); default: the run's, or torch",
+    )
     add_trust_remote_code(parser)
 
 
@@ -106,6 +113,7 @@ def model_options(args: Any) -> dict[str, Any]:
         "prompt": args.prompt,
         "truncate_dim": args.truncate_dim,
         "inference_dtype": args.inference_dtype,
+        "inference_backend": args.inference_backend,
         "trust_remote_code": args.trust_remote_code,
     }
 

@@ -27,10 +27,14 @@ log = logging.getLogger(__name__)
 
 
 INFERENCE_DTYPES = ("float32", "bfloat16")
+INFERENCE_BACKENDS = ("torch", "openvino")
 
 
-def check_inference_options(truncate_dim: int | None, inference_dtype: str | None) -> None:
-    """ValueError for a ``truncate_dim`` or ``inference_dtype`` no encoder takes (None: not given)."""
+def check_inference_options(
+    truncate_dim: int | None, inference_dtype: str | None, inference_backend: str | None = None
+) -> None:
+    """ValueError for a ``truncate_dim``, ``inference_dtype`` or ``inference_backend`` no encoder
+    takes (None: not given)."""
     if truncate_dim is not None and (
         isinstance(truncate_dim, bool) or not isinstance(truncate_dim, int) or truncate_dim < 1
     ):
@@ -38,6 +42,10 @@ def check_inference_options(truncate_dim: int | None, inference_dtype: str | Non
     if inference_dtype is not None and inference_dtype not in INFERENCE_DTYPES:
         raise OptionError(
             f"inference_dtype={inference_dtype!r} is unknown; use 'float32' or 'bfloat16'"
+        )
+    if inference_backend is not None and inference_backend not in INFERENCE_BACKENDS:
+        raise OptionError(
+            f"inference_backend={inference_backend!r} is unknown; use 'torch' or 'openvino'"
         )
 
 
@@ -84,6 +92,10 @@ class Encoder(nn.Module):
             callback) under bf16 autocast: ~3x faster on a CPU with bf16 matmul units
             (benchmarks/encode.py measures speed and V-measure side by side); the weights and
             training stay as they are. ``float32``: exact.
+        inference_backend: ``openvino`` runs the backbone of every inference pass (not training)
+            through an OpenVINO graph of the current weights on the CPU
+            (:mod:`llm_embed.inference.openvino_graph`): the float32 numbers ~2x faster.
+            ``torch``: PyTorch.
         dim_scale: per-dimension divisors applied in eval mode to the normalised pooled vector
             (then normalised again), so no few dimensions dominate the cosine; :meth:`calibrate`
             sets them to the dimensions' standard deviations over training texts. None: off.
@@ -107,6 +119,7 @@ class Encoder(nn.Module):
         load_in_4bit: bool = False,
         truncate_dim: int | None = None,
         inference_dtype: Literal["float32", "bfloat16"] = "float32",
+        inference_backend: Literal["torch", "openvino"] = "torch",
         dim_scale: Sequence[float] | None = None,
         packing: bool = False,
     ) -> None:
@@ -117,7 +130,11 @@ class Encoder(nn.Module):
             raise OptionError(f"max_text_tokens={max_text_tokens} must be >= 1")
         if padding_side not in ("left", "right"):
             raise OptionError(f"padding_side={padding_side!r} must be 'left' or 'right'")
-        check_inference_options(truncate_dim, inference_dtype)  # before the model loads
+        check_inference_options(truncate_dim, inference_dtype, inference_backend)  # before loading
+        if inference_backend == "openvino":
+            from llm_embed.inference.openvino_graph import require_openvino
+
+            require_openvino()
         self.pooling = from_config(pooling)
         self.prompt = get_prompt(prompt)
         self.normalize = normalize
@@ -149,6 +166,8 @@ class Encoder(nn.Module):
         self.load_in_4bit = load_in_4bit
         self.truncate_dim = truncate_dim
         self.inference_dtype = inference_dtype
+        self.inference_backend = inference_backend
+        self._graph: Any = None  # the compiled OpenVINO backbone of the last weights it saw
         if packing and not supports_packing(self.backbone):
             raise UserError(
                 f"model {backbone!r} runs its own attention code, so its texts cannot be packed "
@@ -285,11 +304,10 @@ class Encoder(nn.Module):
         template = self.prompt if prompt is None else get_prompt(prompt)
         texts = self.truncate(texts)
         encoded = self._encode([template.apply(t) for t in texts], special=True)
-        lo = len(template.prefix)
         eos = [self.tokenizer.eos_token_id] if self.pooling.appends_eos else []
         rows: list[tuple[list[int], list[int]]] = []
         for text, (ids, offsets) in zip(texts, encoded, strict=True):
-            hi = lo + len(text)
+            lo, hi = template.text_span(text)  # an echoed text: its last copy
             # a token is text if its character span overlaps the text; special tokens span (0, 0)
             is_prompt = [int(not (s < hi and e > lo and e > s)) for s, e in offsets]
             rows.append((ids + eos, is_prompt + [1] * len(eos)))
@@ -312,9 +330,50 @@ class Encoder(nn.Module):
         }
 
     # -- tokens -> vectors ----------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        return {**state, "_graph": None}  # a compiled graph does not pickle; it is rebuilt
+
+    def uses_graph(self) -> bool:
+        """Whether a pass now runs the OpenVINO graph: the backend asks for it, and the pass is
+        inference (eval mode, no gradients)."""
+        return (
+            self.inference_backend == "openvino"
+            and not self.training
+            and not torch.is_grad_enabled()
+        )
+
+    @contextmanager
+    def torch_backend(self) -> Iterator[None]:
+        """Run every pass in PyTorch for the duration (a training run's validation loss)."""
+        saved, self.inference_backend = self.inference_backend, "torch"
+        try:
+            yield
+        finally:
+            self.inference_backend = saved
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Embed a tokenized batch (from :meth:`tokenize`), with gradients. Returns (B, D) float32."""
-        packed = pack(batch) if self.packing else None  # on the tokenizer's CPU tensors: no sync
+        if self.uses_graph():
+            from llm_embed.inference.openvino_graph import graph_for
+
+            self._graph = graph_for(self, self._graph)
+            hidden = self._graph(batch)  # on the CPU, as the graph's model
+        else:
+            hidden = self.hidden_states(batch, packing=self.packing)
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        emb = self.pooling(
+            hidden.float(), batch["attention_mask"], prompt_mask=batch["prompt_mask"]
+        )
+        if self._dim_scale is not None and not self.training:
+            emb = F.normalize(emb, dim=-1) / self._dim_scale
+        if self.truncate_dim is not None:
+            emb = emb[:, : self.truncate_dim]
+        return F.normalize(emb, dim=-1) if self.normalize else emb
+
+    def hidden_states(self, batch: dict[str, torch.Tensor], *, packing: bool) -> torch.Tensor:
+        """The pooled layer's states (B, T, H) of a padded batch, in PyTorch (packed or not)."""
+        packed = pack(batch) if packing else None  # on the tokenizer's CPU tensors: no sync
         batch = {k: v.to(self.device) for k, v in batch.items()}
         if packed is not None:
             with packed_attention(self.backbone):
@@ -336,16 +395,7 @@ class Encoder(nn.Module):
                     use_cache=False,  # no KV cache: one pass per text, nothing to reuse
                 )
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
-        if packed is not None:
-            hidden = unpack(hidden, packed)
-        emb = self.pooling(
-            hidden.float(), batch["attention_mask"], prompt_mask=batch["prompt_mask"]
-        )
-        if self._dim_scale is not None and not self.training:
-            emb = F.normalize(emb, dim=-1) / self._dim_scale
-        if self.truncate_dim is not None:
-            emb = emb[:, : self.truncate_dim]
-        return F.normalize(emb, dim=-1) if self.normalize else emb
+        return unpack(hidden, packed) if packed is not None else hidden
 
     def encode(
         self,
@@ -405,7 +455,11 @@ class Encoder(nn.Module):
         :meth:`encode` and the sentence-transformers module of an export both run under it, so
         one setting decides the numerics of every inference path; training never does.
         """
-        enabled = self.inference_dtype == "bfloat16" and not self.training
+        enabled = (
+            self.inference_dtype == "bfloat16"
+            and not self.training
+            and self.inference_backend == "torch"  # the OpenVINO graph has its own precision
+        )
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     @contextmanager

@@ -248,9 +248,11 @@ class EmbeddingModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, list[str]], batch_idx: int) -> None:
+        with self.encoder.torch_backend():  # the loss training computes, not the inference graph
+            loss = self._loss(batch)
         self.log(
             "val/loss",
-            self._loss(batch),
+            loss,
             prog_bar=True,
             batch_size=len(batch["anchor"]),
             sync_dist=True,

@@ -1,4 +1,4 @@
-"""Prompt templates as data: a template is a string with exactly one ``{text}`` slot.
+"""Prompt templates as data: a template is a string with a ``{text}`` slot (or two, to echo it).
 
 The built-in templates are those of arXiv 2507.22729 (reference code: beneroth13/llm-text-embeddings).
 Which tokens belong to the template (and not to the text) is reported by the encoder's tokenizer
@@ -20,33 +20,48 @@ PROMPTS: dict[str, str] = {
     "summary": 'This sentence : "{text}" can be summarized as',
     "classification": 'This sentence : "{text}" can be classified as:',
     "pretended_cot": 'After thinking step by step, this sentence : "{text}" means in one word:',
+    # echo embeddings (Springer et al., 2024): a causal model reads the text twice, so the second
+    # copy's tokens have seen all of it; the second copy is the text the prompt mask keeps
+    "clustering_echo": 'Rewrite the sentence : "{text}" , rewritten sentence : "{text}" belongs to '
+    "the following cluster:",
 }
 
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A template with one ``{text}`` slot; ``prefix + text + suffix`` is what the model reads."""
+    """A template with a ``{text}`` slot, or two (the text echoed); :meth:`apply` fills them.
+
+    With two slots the text's tokens are those of its last copy (:meth:`text_span`).
+    """
 
     template: str
     name: str | None = None
 
     def __post_init__(self) -> None:
-        if self.template.count("{text}") != 1:
+        if self.template.count("{text}") not in (1, 2):
             raise ValueError(
-                f"prompt template {self.template!r} must contain '{{text}}' exactly once"
+                f"prompt template {self.template!r} must contain '{{text}}' once (or twice, to "
+                "echo the text)"
             )
 
     @property
     def prefix(self) -> str:
+        """What comes before the (first) text."""
         return self.template.split("{text}")[0]
 
     @property
     def suffix(self) -> str:
-        return self.template.split("{text}")[1]
+        """What comes after the (last) text."""
+        return self.template.split("{text}")[-1]
 
     def apply(self, text: str) -> str:
-        # str.format would choke on braces in the text or the template; split once instead.
-        return self.prefix + text + self.suffix
+        # str.format would choke on braces in the text or the template; split instead.
+        return text.join(self.template.split("{text}"))
+
+    def text_span(self, text: str) -> tuple[int, int]:
+        """Character span of the (last) copy of ``text`` in ``apply(text)``."""
+        end = len(self.apply(text)) - len(self.suffix)
+        return end - len(text), end
 
 
 def get_prompt(prompt: str | PromptTemplate) -> PromptTemplate:

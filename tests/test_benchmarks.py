@@ -27,22 +27,54 @@ def benchmarks_importable(monkeypatch):
 def test_encode_benchmark_quick(capsys):
     from benchmarks import encode
 
-    result = encode.main(["--quick"])
-    assert [r["encoder"] for r in result["rows"]] == ["llm-embed", "sentence-transformers"]
+    result = encode.main(["--quick"])  # on a CPU the OpenVINO row is there by default
+    names = [r["encoder"] for r in result["rows"]]
+    assert names == ["llm-embed", "sentence-transformers", "llm-embed openvino"]
     assert result["max_abs_diff"] < 1e-4  # same tokens, same pooling: the same embeddings
     assert result["speedup"] > 0 and all(0 < r["of matmul peak"] < 1 for r in result["rows"])
-    assert "llm-embed / sentence-transformers throughput" in capsys.readouterr().out
+    assert result["rows"][2]["min cosine to float32"] > 0.99999  # the float32 numbers
+    assert 0 < result["padding_share"] < 1 and 0 < result["prefix_share"] < 1
+    out = capsys.readouterr().out
+    assert "llm-embed / sentence-transformers throughput" in out and "levers not built" in out
 
 
-def test_encode_benchmark_bf16_row_and_weighted_mean_agree_with_sentence_transformers(capsys):
+def test_encode_benchmark_fast_paths_and_weighted_mean_agree_with_sentence_transformers(capsys):
     from benchmarks import encode
 
-    result = encode.main(["--quick", "--bf16", "--pooling", "weighted_mean"])
-    names = [r["encoder"] for r in result["rows"]]
-    assert names == ["llm-embed", "sentence-transformers", "llm-embed bf16 autocast"]
+    result = encode.main(["--quick", "--paths", "bf16,int8", "--pooling", "weighted_mean"])
+    rows = {r["encoder"]: r for r in result["rows"]}
+    assert list(rows) == ["llm-embed", "sentence-transformers", "llm-embed bf16", "llm-embed int8"]
     assert result["max_abs_diff"] < 1e-4  # sentence-transformers' weightedmean is our weighted_mean
-    assert 0.98 < result["bf16_min_cosine"] < 1.0 and result["bf16_speedup_vs_st"] > 0
-    assert "bf16 autocast:" in capsys.readouterr().out
+    for name in ("llm-embed bf16", "llm-embed int8"):  # approximations: close, not equal
+        assert 0.9 < rows[name]["min cosine to float32"] < 1.0
+        assert rows[name]["vs sentence-transformers"] > 0
+    with pytest.raises(SystemExit):
+        encode.main(["--quick", "--paths", "fp8"])
+    assert "unknown --paths ['fp8']" in capsys.readouterr().err
+
+
+def test_encode_benchmark_suite_scores_each_path_and_reuses_vectors(tiny_model_dir, monkeypatch):
+    from benchmarks import encode
+    from llm_embed.encoder import Encoder
+
+    calls: list[int] = []
+    real = Encoder.encode
+
+    def counting(self, texts, **kwargs):
+        calls.append(len(texts))
+        return real(self, texts, **kwargs)
+
+    monkeypatch.setattr(Encoder, "encode", counting)
+    suite = encode.suite_delta(
+        tiny_model_dir, ["openvino"], seeds=(42, 43), tasks=["WordNetNounGlosses"]
+    )
+    assert set(suite["scores"]) == {"float32", "openvino"}
+    assert set(suite["scores"]["openvino"]) == {42, 43}
+    # the same float32 numbers: the same clusters, whatever the seed
+    assert abs(suite["delta_mean"]["openvino"]["WordNetNounGlosses"]) < 1e-3
+    assert suite["speedup"]["openvino"] > 0
+    # per path: the first seed's sample, then only the texts the second seed's sample adds
+    assert len(calls) == 4 and calls[:2] == calls[2:] and calls[1] < calls[0]
 
 
 def test_train_step_benchmark_quick(capsys):
@@ -243,3 +275,21 @@ def test_compact_vector_views_equal_what_encode_and_truncate_dim_give(tiny_model
     signs = CachedView(encoder, cache, quantized("binary")).encode(texts)
     assert set(signs.unique().tolist()) <= {-1.0, 1.0} and signs.shape == full.shape
     torch.testing.assert_close(signs, torch.where(full > 0, 1.0, -1.0))
+
+
+def test_recipe_rows_refuse_a_repeated_key(tmp_path, capsys):
+    """A row that lost its '- name:' line would silently replace the row above it."""
+    from benchmarks.recipe_study import load_rows
+
+    rows = tmp_path / "rows.yaml"
+    rows.write_text(
+        "rows:\n"
+        "  - name: a\n    change: first\n    fit: [--x, '1']\n"
+        "    change: second\n    fit: [--x, '2']\n"
+    )
+    with pytest.raises(SystemExit, match="line 2: the key 'change' is repeated"):
+        load_rows(rows)
+    assert set(load_rows(ROOT / "configs" / "recipe" / "rows.yaml")) >= {
+        "weighted-mean-tau-0.05-packed",
+        "weighted-mean-tau-0.05-steps-50",
+    }

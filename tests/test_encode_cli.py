@@ -259,6 +259,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
             "could not load model",
         ),  # hub id while offline
         ("good.txt", ["--model", "./no/such/folder"], "not found"),
+        ("good.txt", ["--inference-backend", "onnx"], "inference_backend='onnx' is unknown"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys, input, extra, match):
@@ -389,3 +390,12 @@ def test_compact_vectors_equal_quantizing_the_float_matrix(run_dir, tmp_path, ca
 
     table = pq.read_table(tmp_path / "q.parquet")
     np.testing.assert_array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), want)
+
+
+def test_openvino_backend_gives_the_pytorch_vectors(run_dir, reference, tmp_path, capsys):
+    texts = write_txt(tmp_path / "texts.txt", TEXTS)
+    out = tmp_path / "e.npy"
+    args = ["--model", str(run_dir), "--input", str(texts), "--out", str(out)]
+    code, err = encode(capsys, *args, "--inference-backend", "openvino", "--batch-size", "8")
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(out), reference, rtol=1e-4, atol=2e-5)

@@ -102,7 +102,7 @@ def test_user_prompts_yaml(tmp_path):
     assert load_prompts(good)["topic"].apply("x") == "Topic of: x"
     bad = tmp_path / "bad.yaml"
     bad.write_text("topic: no slot here\n")
-    with pytest.raises(UserError, match="exactly once"):
+    with pytest.raises(UserError, match="must contain '{text}' once"):
         load_prompts(bad)
 
 
@@ -218,3 +218,26 @@ def test_bf16_inference_is_close_to_float32_and_training_stays_exact(tiny_model_
     assert fast.config_dict["inference_dtype"] == "bfloat16"  # saved with a run, reloaded by it
     with pytest.raises(ValueError, match="inference_dtype='fp8' is unknown"):
         Encoder(tiny_model_dir, inference_dtype="fp8")  # type: ignore[arg-type]
+
+
+def test_an_echo_template_reads_the_text_twice_and_keeps_the_second_copy(tiny_model_dir):
+    echo = get_prompt("clustering_echo")
+    assert echo.apply("a {b}") == (
+        'Rewrite the sentence : "a {b}" , rewritten sentence : "a {b}" belongs to the following cluster:'
+    )
+    lo, hi = echo.text_span("a {b}")
+    assert echo.apply("a {b}")[lo:hi] == "a {b}" and lo > echo.apply("a {b}").index("a {b}")
+    with pytest.raises(ValueError, match="once \\(or twice, to echo the text\\)"):
+        PromptTemplate("{text} {text} {text}")
+    enc = Encoder(tiny_model_dir, pooling="prompt_masked_mean", prompt="clustering_echo")
+    text = "stocks fell sharply on monday"
+    batch = enc.tokenize([text])
+    ids, mask = batch["input_ids"][0], batch["prompt_mask"][0]
+    text_ids = enc.tokenizer(text, add_special_tokens=False)["input_ids"]
+    # the text's tokens are one contiguous run: the second copy's (the first counts as prompt)
+    kept = ids[mask == 0].tolist()
+    assert len(kept) == len(text_ids) and enc.tokenizer.decode(kept).strip() == text
+    first_copy = enc.tokenizer.decode(ids[: (mask == 0).nonzero()[0].item()])
+    assert text in first_copy
+    plain = Encoder(tiny_model_dir, pooling="prompt_masked_mean").encode([text])
+    assert not torch.allclose(enc.encode([text]), plain, atol=1e-4)  # the echo changes the states

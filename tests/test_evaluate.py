@@ -118,6 +118,15 @@ def test_cli_v_measure_equals_sklearn_on_encoder_embeddings(tiny_model_dir, tmp_
     assert record["versions"]["mteb"] and record["git_revision"] and record["date"]
 
 
+def test_openvino_backend_gives_the_pytorch_score_and_is_recorded(tiny_model_dir, tmp_path):
+    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--pooling", "mean"]
+    assert evaluate([*args, "--out", str(tmp_path / "torch")]) == 0
+    assert evaluate([*args, "--inference-backend", "openvino", "--out", str(tmp_path / "ov")]) == 0
+    (exact,), (fast,) = read(tmp_path / "torch"), read(tmp_path / "ov")
+    assert exact["inference_backend"] == "torch" and fast["inference_backend"] == "openvino"
+    assert fast["v_measure"] == pytest.approx(exact["v_measure"], abs=1e-6)
+
+
 # --- grid: files, one record per (configuration, task), one model load, resume ------------------
 
 
@@ -302,6 +311,7 @@ def test_doc_caps_parse():
         (["--max-documents", "30,Elsewhere=20"], "max_documents names tasks not evaluated"),
         (["--batch-size", "0"], "batch_size=0 is invalid"),
         (["--pooling", "last", "--poolings", "mean"], "not both"),
+        (["--inference-backend", "onnx"], "inference_backend='onnx' is unknown"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(

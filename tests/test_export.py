@@ -361,3 +361,47 @@ def test_a_calibrated_scale_travels_with_the_export(run_dir, tmp_path):
     assert json.loads((out / "llm_embed.json").read_text())["dim_scale"] == calibrated.dim_scale
     got = load_sentence_transformer(out, device="cpu").encode(TEXTS, convert_to_tensor=True)
     assert cosine(got, reference).min() > 0.9999
+
+
+def test_the_openvino_graph_travels_with_the_export(run_dir, tmp_path, monkeypatch):
+    from sentence_transformers import SentenceTransformer
+
+    from llm_embed.inference import openvino_graph
+
+    out = export_model(str(run_dir), tmp_path / "export", inference_backend="openvino")
+    assert (out / "openvino" / "openvino_model.xml").is_file()
+    assert json.loads((out / "llm_embed.json").read_text())["inference_backend"] == "openvino"
+    reference = load_model(str(run_dir), inference_backend="torch").encode(TEXTS)
+
+    def no_conversion(*args):
+        raise AssertionError("the export's saved graph should have been used")
+
+    monkeypatch.setattr(openvino_graph, "convert", no_conversion)
+    st = load_sentence_transformer(out, device="cpu", backend="openvino")
+    (module,) = st
+    assert module.encoder.inference_backend == "openvino"
+    got = st.encode(TEXTS, convert_to_tensor=True)
+    assert cosine(got, reference).min() > 0.9999
+    assert cosine(load_exported(out).encode(TEXTS), reference).min() > 0.9999
+    # sentence-transformers' default backend is PyTorch, and ONNX is not what the folder holds
+    (plain,) = load_sentence_transformer(out, device="cpu")
+    assert plain.encoder.inference_backend == "torch"
+    with pytest.raises(ValueError, match="runs on backend 'torch' or 'openvino'"):
+        SentenceTransformer(str(out), device="cpu", trust_remote_code=True, backend="onnx")
+
+
+def test_openvino_export_of_the_packaged_model_matches_pytorch(tmp_path):
+    """End to end on the real SmolLM2: sentence-transformers' OpenVINO backend on real texts."""
+    texts = [
+        "The Bank of England held interest rates at 4.5% on Thursday.",
+        "a small domesticated carnivorous mammal with soft fur",
+        "to move quickly on foot",
+        "Chelsea won the league after a late goal at Stamford Bridge",
+    ]
+    kwargs = {"pooling": "weighted_mean", "prompt": "clustering"}
+    out = export_model(
+        "smollm2-135m-instruct", tmp_path / "export", inference_backend="openvino", **kwargs
+    )
+    reference = load_model("smollm2-135m-instruct", **kwargs).encode(texts)
+    st = load_sentence_transformer(out, device="cpu", backend="openvino")
+    assert cosine(st.encode(texts, convert_to_tensor=True), reference).min() > 0.999

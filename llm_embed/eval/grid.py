@@ -102,6 +102,13 @@ class EvalConfig:
             "default: the run's, or float32"
         ),
     )
+    inference_backend: str | None = field(
+        default=None,
+        metadata=_option(
+            "torch, or openvino (the backbone as an OpenVINO graph: the same float32 numbers, "
+            "~2x faster on a CPU); default: the run's, or torch"
+        ),
+    )
     grid: bool = field(
         default=False,
         metadata=_option(
@@ -193,6 +200,7 @@ def load_encoder(
     trust_remote_code: bool = False,
     truncate_dim: int | None = None,
     inference_dtype: str | None = None,
+    inference_backend: str | None = None,
 ) -> Any:
     """Build the encoder of ``source`` once, with the first cell's pooling (later cells swap it)."""
     start = time.monotonic()
@@ -203,7 +211,11 @@ def load_encoder(
         prompt=first.default.template,
         trust_remote_code=trust_remote_code,
         truncate_dim=truncate_dim,
-        **({"inference_dtype": inference_dtype} if source.kind != "sentence-transformers" else {}),
+        **(
+            {"inference_dtype": inference_dtype, "inference_backend": inference_backend}
+            if source.kind != "sentence-transformers"
+            else {}
+        ),
     )
     log.info("loaded %s in %.1f s", source.label, time.monotonic() - start)
     return encoder
@@ -232,7 +244,12 @@ def _draw_maps(
         return
     if encoder is None:
         encoder = load_encoder(
-            source, cells[0], config.trust_remote_code, config.truncate_dim, config.inference_dtype
+            source,
+            cells[0],
+            config.trust_remote_code,
+            config.truncate_dim,
+            config.inference_dtype,
+            config.inference_backend,
         )
     if source.kind != "sentence-transformers":
         encoder.set_pooling(cells[0].pooling)
@@ -323,7 +340,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     from llm_embed.encoder import check_inference_options  # lazily: it imports transformers
 
     # the encoder's own check (an OptionError, one line), before any model loads
-    check_inference_options(dim, dtype)
+    check_inference_options(dim, dtype, config.inference_backend)
 
     def pending(source: ModelSource, cell: Cell) -> list[str]:
         return [t for t in task_names if key(source, cell, t) not in done]
@@ -349,7 +366,12 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
             if not any(pending(source, c) for c in cells):
                 continue
             encoder = load_encoder(
-                source, cells[0], config.trust_remote_code, dim, config.inference_dtype
+                source,
+                cells[0],
+                config.trust_remote_code,
+                dim,
+                config.inference_dtype,
+                config.inference_backend,
             )
             whole = encoder  # the maps run on the first process alone
             if source.kind != "sentence-transformers":  # a baseline runs whole on each process
@@ -385,6 +407,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         provenance=provenance,
                         truncate_dim=dim,
                         inference_dtype=dtype,
+                        inference_backend=getattr(whole, "inference_backend", None),
                     )
                     records.append(record)
                     done[record_key(record)] = record

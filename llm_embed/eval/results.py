@@ -86,6 +86,7 @@ def make_record(
     provenance: Mapping[str, Any],
     truncate_dim: int | None = None,
     inference_dtype: str | None = None,
+    inference_backend: str | None = None,
 ) -> dict[str, Any]:
     """One results.json record: what was measured, with which settings, by which code."""
     return {
@@ -102,6 +103,7 @@ def make_record(
         "max_documents": max_documents,
         "truncate_dim": truncate_dim,
         "inference_dtype": inference_dtype,
+        "inference_backend": inference_backend,  # what ran (the timing depends on it)
         "batch_size": batch_size,
         "seconds": round(seconds, 2),
         **provenance,

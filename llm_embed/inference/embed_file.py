@@ -425,6 +425,7 @@ def encode_file(
     progress: bool = True,
     truncate_dim: int | None = None,
     inference_dtype: str | None = None,
+    inference_backend: str | None = None,
     accelerator: str = "auto",
     devices: int = 1,
     num_nodes: int = 1,
@@ -454,6 +455,7 @@ def encode_file(
             trust_remote_code=trust_remote_code,
             truncate_dim=truncate_dim,
             inference_dtype=inference_dtype,
+            inference_backend=inference_backend,
         )
         device = group.device or device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:

@@ -8,6 +8,7 @@ One folder serves both, so the merged weights are written once::
       modules.json  config_sentence_transformers.json       one module, llm_embed.inference.st_module.LLMEmbedTransformer
       README.md                         model card: hub metadata, settings, training, scores, loading
       NOTICE  training_config.yaml      the base model's required notice (Gemma); a run's config
+      openvino/openvino_model.{xml,bin} the backbone as an OpenVINO graph (inference_backend: openvino)
 
 Everything goes through :class:`~llm_embed.encoder.Encoder`: the export wraps the encoder that
 :mod:`llm_embed.inference.load` builds from ``--model``, and the sentence-transformers module
@@ -52,6 +53,7 @@ def export_model(
     prompt: str | None = None,
     truncate_dim: int | None = None,
     inference_dtype: str | None = None,
+    inference_backend: str | None = None,
     overwrite: bool = False,
     trust_remote_code: bool = False,
     command: str | None = None,
@@ -71,6 +73,7 @@ def export_model(
         prompt=prompt,
         truncate_dim=truncate_dim,
         inference_dtype=inference_dtype,
+        inference_backend=inference_backend,
         trust_remote_code=trust_remote_code,
     )
     from sentence_transformers import SentenceTransformer
@@ -82,6 +85,10 @@ def export_model(
             modules=[LLMEmbedTransformer(encoder=encoder)], device=str(encoder.device)
         )
         st.save(str(tmp), create_model_card=False)
+        if encoder.inference_backend == "openvino":  # the fast path's graph, built once here
+            from llm_embed.inference.openvino_graph import save_graph
+
+            save_graph(encoder, tmp)
         write_card(tmp, encoder, model, command)
 
     atomic_write_dir(out, write)

@@ -161,6 +161,7 @@ Text embeddings from the decoder `{config["backbone"]}`{merged}, exported by llm
 from llm_embed.inference.export_folder import load_sentence_transformer
 model = load_sentence_transformer("path/to/this/folder")
 embeddings = model.encode(["a man is driving a car"])
+fast = load_sentence_transformer("path/to/this/folder", backend="openvino")
 ```
 
 The folder's one module is `{ST_MODULE}` from the installed `llm_embed`
@@ -168,6 +169,9 @@ package (no code ships in this folder). sentence-transformers >= 6 imports class
 namespace only with `trust_remote_code=True`: `load_sentence_transformer` checks that
 `modules.json` names nothing else and passes the flag; `SentenceTransformer(path,
 trust_remote_code=True)` works too. A `prompt=` given to `encode` replaces the template above.
+`backend="openvino"` runs the backbone through the OpenVINO graph in `openvino/` (the same float32
+vectors, about twice as fast on a CPU; built from these weights on first use if the folder has
+none); the default `backend="torch"` runs PyTorch.
 
 ## llm-embed
 

@@ -128,9 +128,17 @@ class LLMEmbedTransformer(InputModule):
 
         Whether transformers may run model code is the saved ``trust_remote_code`` (False unless
         the training config turned it on), not the flag that let sentence-transformers import us.
+        sentence-transformers' ``backend`` picks the backbone's runtime: ``"torch"`` (its
+        default) or ``"openvino"`` (the export's saved graph, :mod:`llm_embed.inference.openvino_graph`).
         """
+        backend = kwargs.get("backend") or "torch"
+        if backend not in ("torch", "openvino"):
+            raise ValueError(
+                f"backend={backend!r}: an llm-embed export runs on backend 'torch' or 'openvino'"
+            )
         hub = {"token": token, "cache_folder": cache_folder, "revision": revision}
         folder = cls.load_dir_path(
             model_name_or_path, subfolder=subfolder, local_files_only=local_files_only, **hub
         )
-        return cls(folder, **read_encoder_config(f"{folder}/{EXPORT_CONFIG}"))
+        config = read_encoder_config(f"{folder}/{EXPORT_CONFIG}")
+        return cls(folder, **{**config, "inference_backend": backend})
