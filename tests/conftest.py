@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random Llama-style model, a subprocess runner, and the installed assets.
+"""Shared fixtures: tiny random models (Llama-style, and one per architecture), a subprocess runner, the installed assets.
 
 The tiny model is saved as a real HF folder and goes through the same loading code as a hub
 model, so tests exercise the real path without any download. Building it takes well under a second.
@@ -80,6 +80,53 @@ def build_tiny_model(path: Path, *, hidden_size: int = 32, num_layers: int = 2, 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
+
+
+def build_gemma3(path: Path, tokenizer_dir: str) -> str:
+    """A tiny random Gemma3 whose first layer has a 3-token sliding window (texts are longer)."""
+    import shutil
+
+    import torch
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=400,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        sliding_window=3,
+        layer_types=["sliding_attention", "full_attention"],
+        max_position_embeddings=256,
+        pad_token_id=1,
+        eos_token_id=1,
+        bos_token_id=0,
+    )
+    Gemma3ForCausalLM(config).save_pretrained(path)
+    for f in Path(tokenizer_dir).glob("*token*"):
+        shutil.copy(f, path / f.name)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def gemma3_dir(tiny_model_dir, tmp_path_factory) -> str:
+    return build_gemma3(tmp_path_factory.mktemp("gemma3"), tiny_model_dir)
+
+
+@pytest.fixture(scope="session", params=["llama", "qwen3", "gemma3"])
+def model_dir(request, tiny_model_dir, tmp_path_factory) -> str:
+    """One tiny random model per architecture the attention paths must handle: Llama (grouped-query
+    attention), Qwen3 (q/k norms), Gemma3 (a sliding window shorter than the texts)."""
+    if request.param == "llama":
+        return tiny_model_dir
+    if request.param == "qwen3":
+        from benchmarks.common import build_random_model
+
+        return str(build_random_model(tmp_path_factory.mktemp("qwen3"), "tiny"))
+    return request.getfixturevalue("gemma3_dir")
 
 
 @pytest.fixture(scope="session")

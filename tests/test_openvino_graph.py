@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 from peft import LoraConfig
-from test_packing import PAIRS, TEXTS, build_gemma3
+from test_packing import PAIRS, TEXTS
 
 from llm_embed.encoder import Encoder
 from llm_embed.errors import OptionError, UserError
@@ -25,17 +25,6 @@ LONG = [
     "rates",
     *TEXTS,
 ]
-
-
-@pytest.fixture(scope="module", params=["llama", "qwen3", "gemma3"])
-def model_dir(request, tiny_model_dir, tmp_path_factory) -> str:
-    if request.param == "llama":
-        return tiny_model_dir
-    if request.param == "qwen3":
-        from benchmarks.common import build_random_model
-
-        return str(build_random_model(tmp_path_factory.mktemp("qwen3"), "tiny"))
-    return build_gemma3(tmp_path_factory.mktemp("gemma3"), tiny_model_dir)
 
 
 @pytest.fixture

@@ -6,9 +6,6 @@ Three architectures: Llama (grouped-query attention), Qwen3 (q/k norms) and Gemm
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
 from peft import LoraConfig
@@ -27,42 +24,6 @@ TEXTS = [
     "make someone calm or quiet, as with a soft voice",
 ]
 PAIRS = {"anchor": TEXTS[:3], "positive": TEXTS[3:]}
-
-
-def build_gemma3(path: Path, tokenizer_dir: str) -> str:
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=400,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        head_dim=8,
-        sliding_window=3,
-        layer_types=["sliding_attention", "full_attention"],
-        max_position_embeddings=256,
-        pad_token_id=1,
-        eos_token_id=1,
-        bos_token_id=0,
-    )
-    Gemma3ForCausalLM(config).save_pretrained(path)
-    for f in Path(tokenizer_dir).glob("*token*"):
-        shutil.copy(f, path / f.name)
-    return str(path)
-
-
-@pytest.fixture(scope="module", params=["llama", "qwen3", "gemma3"])
-def model_dir(request, tiny_model_dir, tmp_path_factory) -> str:
-    if request.param == "llama":
-        return tiny_model_dir
-    if request.param == "qwen3":
-        from benchmarks.common import build_random_model
-
-        return str(build_random_model(tmp_path_factory.mktemp("qwen3"), "tiny"))
-    return build_gemma3(tmp_path_factory.mktemp("gemma3"), tiny_model_dir)
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
@@ -88,11 +49,10 @@ def test_packed_hidden_layer_equals_padded(model_dir):
         torch.testing.assert_close(packed.encode(TEXTS), padded.encode(TEXTS), atol=2e-6, rtol=1e-5)
 
 
-def test_a_text_longer_than_the_window_sees_only_the_window(tiny_model_dir, tmp_path):
+def test_a_text_longer_than_the_window_sees_only_the_window(gemma3_dir):
     """Gemma3's 3-token window: the packed kernel must apply it (full attention would differ)."""
-    path = build_gemma3(tmp_path / "g", tiny_model_dir)
-    padded = Encoder(path, pooling="mean")
-    packed = Encoder(path, pooling="mean", packing=True)
+    padded = Encoder(gemma3_dir, pooling="mean")
+    packed = Encoder(gemma3_dir, pooling="mean", packing=True)
     tokens = padded.tokenize([TEXTS[2]])
     assert int(tokens["attention_mask"].sum()) > 3
     with torch.no_grad():

@@ -194,14 +194,7 @@ def _names(value: Sequence[str] | str | None) -> list[str] | None:
     return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
-def load_encoder(
-    source: ModelSource,
-    first: Cell,
-    trust_remote_code: bool = False,
-    truncate_dim: int | None = None,
-    inference_dtype: str | None = None,
-    inference_backend: str | None = None,
-) -> Any:
+def load_encoder(source: ModelSource, first: Cell, config: EvalConfig) -> Any:
     """Build the encoder of ``source`` once, with the first cell's pooling (later cells swap it)."""
     start = time.monotonic()
     pooling = None if source.kind == "sentence-transformers" else first.pooling
@@ -209,10 +202,13 @@ def load_encoder(
         source,
         pooling=pooling,
         prompt=first.default.template,
-        trust_remote_code=trust_remote_code,
-        truncate_dim=truncate_dim,
+        trust_remote_code=config.trust_remote_code,
+        truncate_dim=config.truncate_dim,
         **(
-            {"inference_dtype": inference_dtype, "inference_backend": inference_backend}
+            {
+                "inference_dtype": config.inference_dtype,
+                "inference_backend": config.inference_backend,
+            }
             if source.kind != "sentence-transformers"
             else {}
         ),
@@ -243,14 +239,7 @@ def _draw_maps(
     if not missing:
         return
     if encoder is None:
-        encoder = load_encoder(
-            source,
-            cells[0],
-            config.trust_remote_code,
-            config.truncate_dim,
-            config.inference_dtype,
-            config.inference_backend,
-        )
+        encoder = load_encoder(source, cells[0], config)
     if source.kind != "sentence-transformers":
         encoder.set_pooling(cells[0].pooling)
     for task in tqdm(missing, desc="maps", unit="task", disable=not config.progress):
@@ -365,14 +354,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         for index, (source, cells) in enumerate(plans):
             if not any(pending(source, c) for c in cells):
                 continue
-            encoder = load_encoder(
-                source,
-                cells[0],
-                config.trust_remote_code,
-                dim,
-                config.inference_dtype,
-                config.inference_backend,
-            )
+            encoder = load_encoder(source, cells[0], config)
             whole = encoder  # the maps run on the first process alone
             if source.kind != "sentence-transformers":  # a baseline runs whole on each process
                 if group.device is not None:

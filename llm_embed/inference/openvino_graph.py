@@ -80,8 +80,11 @@ class BackboneStates(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
     ) -> torch.Tensor:
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-        batch["position_ids"] = position_ids
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+        }
         return self.encoder.hidden_states(batch, packing=False).float()
 
 
@@ -189,26 +192,29 @@ def saved_graph(encoder: Encoder) -> Path | None:
     return path if path.is_file() else None
 
 
+def graph_model(encoder: Encoder, cached: OpenVINOBackbone | None, fingerprint: str) -> Any:
+    """The ``openvino.Model`` of the encoder's weights (``fingerprint``): ``cached``'s, the one an
+    export folder holds, or a new conversion."""
+    if cached is not None and cached.fingerprint == fingerprint:
+        return cached.model
+    path = saved_graph(encoder)
+    if path is not None:
+        saved = require_openvino().Core().read_model(path)
+        if saved.get_rt_info([_RT_KEY, "weights"]).astype(str) == fingerprint:
+            return saved
+        log.info("%s was built from other weights: converting again", path)
+    return convert(encoder, fingerprint)
+
+
 def graph_for(encoder: Encoder, cached: OpenVINOBackbone | None) -> OpenVINOBackbone:
-    """The compiled graph for the encoder's current weights: ``cached``, a saved one, or a new one."""
+    """The compiled graph for the encoder's current weights and precision (``cached`` if it is)."""
     precision = "bf16" if encoder.inference_dtype == "bfloat16" else "f32"
     fingerprint = weights_fingerprint(encoder.backbone, layer=encoder.layer)
     if cached is not None and cached.fingerprint == fingerprint and cached.precision == precision:
         return cached
-    model = None
-    path = saved_graph(encoder)
-    if path is not None:
-        ov = require_openvino()
-        saved = ov.Core().read_model(path)
-        if saved.get_rt_info([_RT_KEY, "weights"]).astype(str) == fingerprint:
-            model = saved
-        else:
-            log.info("%s was built from other weights: converting again", path)
-    if model is None:
-        model = convert(encoder, fingerprint)
     config = encoder.backbone.config
     return OpenVINOBackbone(
-        model,
+        graph_model(encoder, cached, fingerprint),
         precision=precision,
         threads=torch.get_num_threads(),
         bidirectional=bool(getattr(config, "use_bidirectional_attention", False)),
@@ -217,15 +223,10 @@ def graph_for(encoder: Encoder, cached: OpenVINOBackbone | None) -> OpenVINOBack
 
 def save_graph(encoder: Encoder, folder: str | Path) -> Path:
     """Write the encoder's backbone graph into ``folder/openvino/`` (an export); returns the file."""
-    ov = require_openvino()
     fingerprint = weights_fingerprint(encoder.backbone, layer=encoder.layer)
-    cached = encoder._graph
-    model = (
-        cached.model
-        if cached is not None and cached.fingerprint == fingerprint
-        else convert(encoder, fingerprint)
-    )
+    model = graph_model(encoder, encoder._graph, fingerprint)
     path = Path(folder) / GRAPH_DIR / GRAPH_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, str(path), compress_to_fp16=False)  # float32 weights, as the folder's
+    # float32 weights, as the folder's
+    require_openvino().save_model(model, str(path), compress_to_fp16=False)
     return path
