@@ -1,20 +1,24 @@
 """Score prompt ensembles (MetaEOL-style) of one model: the mean of its vectors under several prompts.
 
-Each prompt costs one encoding pass over the suite (timed); every ensemble is then scored from the
-cached vectors through the same mteb path as ``evaluate`` (``evaluate_clustering``), so a
-k-prompt ensemble shows its quality beside its cost (k passes). Each pass also keeps the
-last-token vector (hooks of :mod:`benchmarks.layer_sweep`), so the one-pass ``weighted_mean_last``
-pooling is scored too.
+Every prompt goes through the model's own encoder (its pooling, inference backend and
+calibration), one encoding pass over the suite each, timed. A calibrated model (``dim_scale``)
+was calibrated under its own prompt, so each other prompt gets its own scale, fitted the same way
+on the same kind of text: a seeded sample of training anchors (``--calibration-pairs``), never
+evaluation text. Every ensemble is then scored from the cached vectors through the same mteb path
+as ``evaluate`` (``evaluate_clustering``), at each of ``--seeds`` (mteb's bootstrap and article
+sample), so a k-prompt ensemble shows its quality beside its cost (k passes).
 
-    python -m benchmarks.prompt_ensemble --model checkpoints/recipe/weighted-mean-tau-0.05-s0 \
-        --prompts clustering,prompteol,summary,classification \
-        --out docs/results/prompt-ensemble/weighted-mean-tau-0.05-s0.json
+    python -m benchmarks.prompt_ensemble --model checkpoints/default \
+        --prompts clustering,prompteol,summary,classification --seeds 42,43,44 \
+        --out docs/results/prompt-ensemble/default.json
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import random
 import shlex
 import sys
 import time
@@ -26,28 +30,68 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import report_scores, scores_table, write_scores
-from benchmarks.layer_sweep import Sweep
 from llm_embed._machine import describe_machine
 from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.tasks import OFFLINE_SUITE
 from llm_embed.inference.load import load_model
 
-POOLINGS = ("weighted_mean", "last")
+# the default config's LLM-written pairs (configs/default.yaml): the calibration anchors' source
+DEFAULT_PAIRS = "data/pairs/paraphrase-wordnet-n3000-s0-f20723960edd5033.jsonl"
+
+
+def calibration_anchors(pairs_file: str | Path, n: int) -> list[str]:
+    """A seeded sample of ``n`` distinct anchors of a pairs file (as the training module draws them)."""
+    lines = Path(pairs_file).read_text(encoding="utf-8").splitlines()
+    anchors = sorted({json.loads(line)["anchor"] for line in lines if line.strip()})
+    return random.Random(0).sample(anchors, min(n, len(anchors)))
+
+
+class PromptView:
+    """One prompt through the encoder's own path, with that prompt's ``dim_scale``; vectors cached."""
+
+    def __init__(self, encoder: Any, prompt: str, dim_scale: torch.Tensor | None) -> None:
+        self.encoder, self.prompt, self.dim_scale = encoder, prompt, dim_scale
+        self.cache: dict[str, torch.Tensor] = {}
+        self.seconds = 0.0  # time spent encoding: this prompt's pass over the texts
+
+    def vectors(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing:
+            start = time.perf_counter()
+            self.encoder.dim_scale = self.dim_scale
+            out = self.encoder.encode(missing, batch_size=batch_size, prompt=self.prompt)
+            self.seconds += time.perf_counter() - start
+            self.cache.update(zip(missing, out, strict=True))
+        return torch.stack([self.cache[t] for t in texts])
 
 
 class Ensemble:
-    """Looks like an encoder to mteb: the normalised mean of cached (prompt, pooling) vectors."""
+    """Looks like an encoder to mteb: the normalised mean of its prompt views' vectors."""
 
-    def __init__(self, sweep: Sweep, parts: Sequence[tuple[str, int]]) -> None:
-        self.sweep, self.parts = sweep, list(parts)
-        self.name = sweep.encoder.name
+    def __init__(self, views: Sequence[PromptView], name: str) -> None:
+        self.views, self.name = list(views), name
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 32, prompt=None, **_: Any):
-        views = []
-        for name, cell in self.parts:
-            vectors = self.sweep.vectors(list(texts), name, batch_size)[:, self.sweep.slices[cell]]
-            views.append(F.normalize(vectors, dim=-1))
-        return F.normalize(torch.stack(views).mean(0), dim=-1)
+        parts = [F.normalize(v.vectors(texts, batch_size), dim=-1) for v in self.views]
+        return F.normalize(torch.stack(parts).mean(0), dim=-1)
+
+
+def prompt_views(
+    encoder: Any, prompts: Sequence[str], anchors: Sequence[str]
+) -> dict[str, PromptView]:
+    """A view per prompt; a calibrated encoder's other prompts are calibrated on ``anchors``."""
+    from llm_embed.prompts import get_prompt
+
+    saved = None if encoder.dim_scale is None else torch.tensor(encoder.dim_scale)
+    views = {}
+    for p in prompts:
+        scale = saved
+        if saved is not None and get_prompt(p).template != encoder.prompt.template:
+            encoder.calibrate(anchors, prompt=p)
+            scale = torch.tensor(encoder.dim_scale)
+        views[p] = PromptView(encoder, p, scale)
+    encoder.dim_scale = saved
+    return views
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -55,46 +99,60 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="anything evaluate's --model takes")
     parser.add_argument("--prompts", default="clustering,prompteol,summary,classification")
     parser.add_argument("--tasks", default=",".join(OFFLINE_SUITE))
+    parser.add_argument("--seeds", default="42", help="mteb seeds, comma-separated (scores: mean)")
+    parser.add_argument(
+        "--calibration-pairs",
+        default=DEFAULT_PAIRS,
+        help="pairs file whose anchors calibrate the other prompts of a calibrated model",
+    )
+    parser.add_argument("--calibration-texts", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the scores")
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "benchmarks.prompt_ensemble", *(argv or sys.argv[1:])])
     machine = describe_machine()
     print(f"machine: {machine}", flush=True)
     prompts, tasks = args.prompts.split(","), args.tasks.split(",")
-    sweep = Sweep(load_model(args.model), [-1], POOLINGS)
-    wm, last = POOLINGS.index("weighted_mean"), POOLINGS.index("last")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    encoder = load_model(args.model)
+    anchors = calibration_anchors(args.calibration_pairs, args.calibration_texts)
+    views = prompt_views(encoder, prompts, anchors)
     rows: list[dict[str, Any]] = []
 
-    def score(label: str, parts: list[tuple[str, int]], passes: int) -> None:
-        start = time.perf_counter()
-        scores = evaluate_clustering(Ensemble(sweep, parts), tasks)
-        seconds = time.perf_counter() - start  # the first use of a prompt includes its pass
-        mean = report_scores(f"{label:<45} ({seconds:.0f} s)", scores)
-        rows.append({"ensemble": label, "passes": passes, **scores, "mean": mean,
-                     "seconds": round(seconds, 1)})  # fmt: skip
+    def score(combo: Sequence[str]) -> None:
+        ensemble = Ensemble([views[p] for p in combo], encoder.name)
+        runs = [evaluate_clustering(ensemble, tasks, seed=s) for s in seeds]
+        scores = {t: sum(r[t] for r in runs) / len(runs) for t in tasks}
+        label = " + ".join(combo)
+        mean = report_scores(f"{label:<45}", scores)
+        rows.append({"ensemble": label, "passes": len(combo), **scores, "mean": mean})
 
-    for p in prompts:  # one pass each, timed inside its first score
-        score(f"{p} (weighted_mean)", [(p, wm)], 1)
-        score(f"{p} (last)", [(p, last)], 1)
-        score(f"{p} (weighted_mean_last)", [(p, wm), (p, last)], 1)
+    for p in prompts:  # one pass each
+        score([p])
     for k in range(2, len(prompts) + 1):
         for combo in itertools.combinations(prompts, k):
-            score(" + ".join(combo) + " (weighted_mean)", [(p, wm) for p in combo], k)
-    record = {"model": args.model, "command": command, "machine": machine, "rows": rows}
+            score(combo)
+    record = {
+        "model": args.model,
+        "command": command,
+        "machine": machine,
+        "seeds": seeds,
+        "pass_seconds": {p: round(v.seconds, 1) for p, v in views.items()},
+        "rows": rows,
+    }
     write_scores(args.out, record, markdown)
 
 
 def markdown(record: dict[str, Any]) -> str:
     """One line per ensemble: passes over the texts, V-measure per task and the mean."""
+    times = ", ".join(f"{p} {s} s" for p, s in record["pass_seconds"].items())
     lines = [
         f"# Prompt ensembles: {record['model']}",
         "",
-        f"Reproduce: `{record['command']}` (machine: {record['machine']}). "
-        "`passes`: encoding passes over the texts, the ensemble's encode-time cost relative to one "
-        "prompt. `weighted_mean_last`: the mean of the normalised weighted-mean and last-token "
-        "vectors of one pass.",
+        f"Reproduce: `{record['command']}` (machine: {record['machine']}). V-measure: the mean "
+        f"over mteb seeds {', '.join(map(str, record['seeds']))}. `passes`: encoding passes over "
+        f"the texts, the ensemble's encode-time cost relative to one prompt (one pass each: {times}).",
         "",
-        *scores_table(record["rows"], [("ensemble", "ensemble"), ("passes", "passes")], ("seconds",)),
+        *scores_table(record["rows"], [("ensemble", "ensemble"), ("passes", "passes")]),
     ]
     return "\n".join(lines) + "\n"
 

@@ -67,7 +67,7 @@ def add_distributed_options(parser: ArgumentParser) -> None:
 
 
 def add_model_options(parser: ArgumentParser) -> None:
-    """``--model`` (required), ``--pooling``, ``--prompt``, ``--truncate-dim`` and ``--trust-remote-code``: the same flags wherever a command loads a model."""
+    """``--model`` (required), ``--pooling``, ``--prompt``, ``--truncate-dim``, ``--layer``, the inference options and ``--trust-remote-code``: the same flags wherever a command loads a model."""
     from llm_embed.inference.load import MODEL_HELP
 
     parser.add_argument("--model", type=str, required=True, help=MODEL_HELP)
@@ -88,6 +88,12 @@ def add_model_options(parser: ArgumentParser) -> None:
         type=int | None,
         default=None,
         help="keep the first N dimensions of each vector (Matryoshka; default: all)",
+    )
+    parser.add_argument(
+        "--layer",
+        type=int | None,
+        default=None,
+        help="hidden layer to pool (-1 = last, 0 = the embeddings; default: the run's, or -1)",
     )
     parser.add_argument(
         "--inference-dtype",
@@ -112,6 +118,7 @@ def model_options(args: Any) -> dict[str, Any]:
         "pooling": args.pooling,
         "prompt": args.prompt,
         "truncate_dim": args.truncate_dim,
+        "layer": args.layer,
         "inference_dtype": args.inference_dtype,
         "inference_backend": args.inference_backend,
         "trust_remote_code": args.trust_remote_code,

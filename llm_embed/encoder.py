@@ -220,13 +220,20 @@ class Encoder(nn.Module):
         self._dim_scale = scale.to(self.device)
 
     @torch.no_grad()
-    def calibrate(self, texts: Sequence[str], *, batch_size: int = 32) -> None:
+    def calibrate(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 32,
+        prompt: str | PromptTemplate | None = None,
+    ) -> None:
         """Set :attr:`dim_scale` to each dimension's standard deviation over ``texts`` (training
-        texts: the vectors of evaluation data never set it)."""
+        texts: the vectors of evaluation data never set it), embedded under ``prompt`` (None: the
+        encoder's own)."""
         if len(texts) < 2:
             raise OptionError("calibrate needs at least 2 texts")
         self.dim_scale = None
-        vectors = F.normalize(self.encode(texts, batch_size=batch_size), dim=-1)
+        vectors = F.normalize(self.encode(texts, batch_size=batch_size, prompt=prompt), dim=-1)
         self.dim_scale = vectors.std(0).clamp_min(1e-6)
 
     @property

@@ -1,7 +1,8 @@
 """InfoNCE with in-batch negatives, as a pure function plus a thin module.
 
 ``info_nce`` is pure math on embeddings, so the plain loss, the cross-device gathered loss and
-the cached (GradCache, :mod:`llm_embed.train.gradcache`) loss all share it.
+the cached (GradCache, :mod:`llm_embed.train.gradcache`) loss all share it. A guide model's
+vectors, when given, drop the in-batch negatives it judges as close as the positive (GISTEmbed).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def info_nce(
     offset: int = 0,
     symmetric: bool = False,
     gather: bool = False,
+    guide: tuple[torch.Tensor, torch.Tensor] | None = None,
+    guide_margin: float = 0.0,
 ) -> torch.Tensor:
     """One-direction InfoNCE over cosine similarities (van den Oord et al., arXiv 1807.03748).
 
@@ -41,6 +44,12 @@ def info_nce(
             rank's row offset in the gathered candidates. No-op on one device. Each rank returns
             the mean over its own anchors; DDP's gradient averaging makes the update that of the
             mean over the global batch (see :mod:`llm_embed.train.distributed`).
+        guide: a guide model's vectors of the same anchors and candidates, ``(B, G)`` and
+            ``(N, G)``: a negative the guide finds more similar to the anchor than the anchor's
+            positive, less ``guide_margin``, is left out of that anchor's softmax (GISTEmbed,
+            Solatorio 2024, arXiv 2402.16829; sentence-transformers' GISTEmbedLoss with an
+            absolute margin). The guide's judgement then enters training.
+        guide_margin: see ``guide``; 0 drops negatives the guide ranks above the positive.
 
     Returns:
         Scalar mean loss over this rank's anchors.
@@ -54,14 +63,32 @@ def info_nce(
     c_all, c_start = gather_with_grad(c) if gather else (c, 0)  # (world * N, D)
     logits = a @ c_all.T / temperature  # (B, world * N)
     labels = torch.arange(a.size(0), device=a.device) + c_start + offset  # (B,)
+    if guide is not None:
+        g_a = F.normalize(guide[0].float(), dim=-1)
+        g_c = F.normalize(guide[1].float(), dim=-1)
+        g_c_all = gather_with_grad(g_c)[0] if gather else g_c
+        logits = logits.masked_fill(
+            false_negatives(g_a @ g_c_all.T, labels, guide_margin), float("-inf")
+        )
     loss = F.cross_entropy(logits, labels)
     if symmetric:
         a_all, a_start = gather_with_grad(a) if gather else (a, 0)  # (world * B, D)
         back = c @ a_all.T / temperature  # (B, world * B)
-        loss = (
-            loss + F.cross_entropy(back, torch.arange(c.size(0), device=c.device) + a_start)
-        ) / 2
+        back_labels = torch.arange(c.size(0), device=c.device) + a_start
+        if guide is not None:
+            g_a_all = gather_with_grad(g_a)[0] if gather else g_a
+            back = back.masked_fill(
+                false_negatives(g_c @ g_a_all.T, back_labels, guide_margin), float("-inf")
+            )
+        loss = (loss + F.cross_entropy(back, back_labels)) / 2
     return loss
+
+
+def false_negatives(guide_sims: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """(B, N) bool: the negatives whose guide similarity reaches the positive's, less ``margin``."""
+    positive = guide_sims.gather(1, labels[:, None])  # (B, 1)
+    drop = guide_sims > positive - margin
+    return drop.scatter(1, labels[:, None], False)  # the positive itself always stays
 
 
 class InfoNCELoss(nn.Module):
@@ -81,13 +108,16 @@ class InfoNCELoss(nn.Module):
         symmetric: bool = False,
         gather: bool = False,
         matryoshka_dims: list[int] | None = None,
+        guide_margin: float = 0.0,
     ) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature={temperature} must be > 0")
         if matryoshka_dims is not None:
             dims = list(matryoshka_dims) if isinstance(matryoshka_dims, list | tuple) else []
-            if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+            if not dims or any(
+                isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims
+            ):
                 raise ValueError(
                     f"matryoshka_dims={matryoshka_dims!r} is invalid; give a list of ints >= 1, e.g. [640, 256, 128, 64]"
                 )
@@ -96,9 +126,14 @@ class InfoNCELoss(nn.Module):
         self.symmetric = symmetric
         self.gather = gather
         self.matryoshka_dims = matryoshka_dims
+        self.guide_margin = guide_margin
 
     def forward(
-        self, anchors: torch.Tensor, candidates: torch.Tensor, offset: int = 0
+        self,
+        anchors: torch.Tensor,
+        candidates: torch.Tensor,
+        offset: int = 0,
+        guide: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         dims = self.matryoshka_dims or [anchors.size(-1)]
         if dims[0] > anchors.size(-1):
@@ -113,6 +148,8 @@ class InfoNCELoss(nn.Module):
                 offset=offset,
                 symmetric=self.symmetric,
                 gather=self.gather,
+                guide=guide,
+                guide_margin=self.guide_margin,
             )
             for d in dims
         ]

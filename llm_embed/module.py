@@ -15,6 +15,7 @@ import logging
 import random
 from contextlib import AbstractContextManager, nullcontext
 from enum import Enum
+from functools import partial
 from typing import Any
 
 import lightning as L
@@ -97,6 +98,11 @@ class EmbeddingModule(L.LightningModule):
         calibration_texts: before each evaluation (the baseline, every validation), set the
             encoder's eval-mode ``dim_scale`` from this many training anchors (a seeded sample;
             :meth:`Encoder.calibrate`); it is saved with the model. 0 = no scaling.
+        guide: a sentence-transformers model (``all-minilm-l6-v2`` is packaged) that judges each
+            batch: a negative it scores above the anchor's positive (less ``guide_margin``) is left
+            out of the loss, as a likely false negative (GISTEmbed). None = every in-batch
+            negative counts. The guide is frozen and is not saved with the model.
+        guide_margin: see ``guide`` (cosine units; 0 = the guide's own ranking).
     """
 
     def __init__(
@@ -114,6 +120,8 @@ class EmbeddingModule(L.LightningModule):
         gradient_checkpointing: bool = False,
         matryoshka_dims: list[int] | None = None,
         calibration_texts: int = 0,
+        guide: str | None = None,
+        guide_margin: float = 0.0,
     ) -> None:
         super().__init__()
         if calibration_texts < 0 or calibration_texts == 1:
@@ -148,7 +156,9 @@ class EmbeddingModule(L.LightningModule):
             symmetric=symmetric,
             gather=gather_across_devices,
             matryoshka_dims=matryoshka_dims,
+            guide_margin=guide_margin,
         )
+        self._guide: Any = None  # the guide model, loaded when training starts (not a submodule)
         if matryoshka_dims and max(matryoshka_dims) > encoder.embed_dim:
             raise ValueError(
                 f"matryoshka_dims={list(matryoshka_dims)} has a dimension above the encoder's "
@@ -165,25 +175,62 @@ class EmbeddingModule(L.LightningModule):
         return self.encoder(self.encoder.tokenize(texts))  # (B, D)
 
     def _loss(self, batch: dict[str, list[str]]) -> torch.Tensor:
-        """InfoNCE of a batch; with GradCache (when gradients are on) its parameter gradients are attached."""
+        """InfoNCE of a batch; with GradCache (when gradients are on) its parameter gradients are attached.
+
+        A batch with hard negatives (a ``"negative"`` column) scores each anchor against every
+        positive and every hard negative of the batch.
+        """
         columns = [batch["anchor"], batch["positive"]]
+        if "negative" in batch:
+            if self.hparams.symmetric:
+                raise UserError(
+                    "model.symmetric scores positives against anchors and has no place for hard "
+                    "negatives: set model.symmetric false, or train on pairs without a 'negative'"
+                )
+            columns.append(batch["negative"])
+        guide = self._guide_vectors(columns) if self.hparams.get("guide") else None
+        loss_fn = partial(self._columns_loss, guide=guide)
         if not self.hparams.grad_cache:
-            if self.encoder.packing:  # one packed pass for both columns: half the kernel launches
-                both = self._embed(columns[0] + columns[1])
-                return self.loss_fn(*both.split([len(columns[0]), len(columns[1])]))
-            return self.loss_fn(*(self._embed(texts) for texts in columns))
+            if self.encoder.packing:  # one packed pass for all columns: fewer kernel launches
+                every = self._embed([text for texts in columns for text in texts])
+                return loss_fn(*every.split([len(texts) for texts in columns]))
+            return loss_fn(*(self._embed(texts) for texts in columns))
         size = self.hparams.grad_cache_mini_batch
         if not torch.is_grad_enabled():  # validation: the first pass alone, in mini-batches
-            return self.loss_fn(*(embed_in_chunks(self._embed, texts, size) for texts in columns))
+            return loss_fn(*(embed_in_chunks(self._embed, texts, size) for texts in columns))
         params = [p for p in self.parameters() if p.requires_grad]
         return cached_loss(
             self._embed,
             columns,
-            self.loss_fn,
+            loss_fn,
             params,
             mini_batch_size=size,
             grad_scale=self._loss_scale(),
         )
+
+    def _columns_loss(
+        self, anchors: torch.Tensor, *candidates: torch.Tensor, guide: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """The loss of anchors against their positives and any hard negatives, stacked as candidates."""
+        cands = candidates[0] if len(candidates) == 1 else torch.cat(candidates)
+        if guide is None:
+            return self.loss_fn(anchors, cands)
+        return self.loss_fn(anchors, cands, guide=(guide[0], torch.cat(guide[1:])))
+
+    def guide_model(self) -> Any:
+        """The frozen guide (an :class:`~llm_embed.inference.st_encoder.STEncoder`), loaded once."""
+        if self._guide is None:
+            from llm_embed.inference.st_encoder import STEncoder
+
+            self._guide = STEncoder(self.hparams.guide, device=str(self.device))
+        return self._guide
+
+    def _guide_vectors(self, columns: list[list[str]]) -> list[torch.Tensor]:
+        """The guide's vectors of each column's raw texts, on this module's device."""
+        guide = self.guide_model()
+        return [
+            guide.encode(texts, batch_size=len(texts)).clone().to(self.device) for texts in columns
+        ]
 
     def _loss_scale(self) -> float:
         """The fp16 GradScaler's current scale (1 without one): GradCache scales its inner backward by it."""
@@ -191,6 +238,8 @@ class EmbeddingModule(L.LightningModule):
         return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.get("guide"):
+            self.guide_model()  # a bad name fails here, before the first step
         if stage == "fit" and self.hparams.grad_cache:
             from lightning.pytorch.strategies import (
                 DDPStrategy,

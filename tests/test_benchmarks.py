@@ -112,7 +112,11 @@ def test_gpu_check_script_runs_tiny_on_cpu():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "## training (bf16-mixed, GradCache" in proc.stdout and "MFU" in proc.stdout
-    assert "summary: GradCache training" in proc.stdout and "summary: plain training" in proc.stdout and "tokens/s" in proc.stdout
+    assert (
+        "summary: GradCache training" in proc.stdout
+        and "summary: plain training" in proc.stdout
+        and "tokens/s" in proc.stdout
+    )
 
 
 @pytest.mark.parametrize("name", ["encode", "train_step", "loop_overhead"])
@@ -225,7 +229,10 @@ def test_layer_sweep_cells_equal_their_own_encoder(tiny_model_dir):
 def test_recipe_study_evaluate_row_scores_the_run_of_its_own_seed(tmp_path):
     from benchmarks.recipe_study import evaluate_command
 
-    row = {"change": "x", "evaluate": ["--model", "checkpoints/recipe/base-s{seed}", "--tasks", "T"]}
+    row = {
+        "change": "x",
+        "evaluate": ["--model", "checkpoints/recipe/base-s{seed}", "--tasks", "T"],
+    }
     cmd = evaluate_command(row, tmp_path / "row-s2", 2)
     assert cmd[cmd.index("--model") + 1] == "checkpoints/recipe/base-s2"
     assert cmd[-2:] == ["--out", str(tmp_path / "row-s2")]
@@ -235,24 +242,42 @@ def test_recipe_study_evaluate_row_scores_the_run_of_its_own_seed(tmp_path):
     assert not _per_seed({"evaluate": ["--model", "gemma3-270m"]})  # one untrained model: once
 
 
-def test_prompt_ensemble_of_one_prompt_is_that_prompts_encoder(tiny_model_dir):
-    """A one-prompt ensemble gives the encoder's own vectors; weighted_mean_last is that pooling."""
+def test_prompt_ensemble_views_are_the_encoders_own_path_with_per_prompt_calibration(
+    tiny_model_dir, tmp_path
+):
+    """A one-prompt ensemble is that prompt's calibrated encoder; more prompts enter the mean."""
+    import json
+
     import torch
 
-    from benchmarks.layer_sweep import Sweep
-    from benchmarks.prompt_ensemble import Ensemble
+    from benchmarks.prompt_ensemble import Ensemble, calibration_anchors, prompt_views
     from llm_embed.encoder import Encoder
 
+    pairs = tmp_path / "pairs.jsonl"
+    anchor_texts = [
+        f"to move {w} across the room" for w in ("fast", "slowly", "calmly", "loudly", "far")
+    ]
+    pairs.write_text(
+        "".join(json.dumps({"anchor": a, "positive": a.upper()}) + "\n" for a in anchor_texts)
+    )
+    anchors = calibration_anchors(pairs, 4)
+    assert len(anchors) == 4 and set(anchors) <= set(anchor_texts)
+    assert calibration_anchors(pairs, 4) == anchors  # seeded
     texts = ["a cat sat on the mat", "stocks fell sharply", "to move fast"]
-    sweep = Sweep(Encoder(tiny_model_dir), [-1], ["weighted_mean", "last"])
+    encoder = Encoder(tiny_model_dir, pooling="weighted_mean")
+    encoder.calibrate(anchors)
+    views = prompt_views(encoder, ["clustering", "prompteol"], anchors)
     for prompt in ("clustering", "prompteol"):
-        for parts, pooling in (([(prompt, 0)], "weighted_mean"), ([(prompt, 0), (prompt, 1)], "weighted_mean_last")):
-            got = Ensemble(sweep, parts).encode(texts, batch_size=2)
-            want = Encoder(tiny_model_dir, pooling=pooling, prompt=prompt).encode(texts, batch_size=2)
-            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    two = Ensemble(sweep, [("clustering", 0), ("prompteol", 0)]).encode(texts)
-    one = Ensemble(sweep, [("clustering", 0)]).encode(texts)
+        want = Encoder(tiny_model_dir, pooling="weighted_mean", prompt=prompt)
+        want.calibrate(anchors)
+        got = Ensemble([views[prompt]], "tiny").encode(texts, batch_size=2)
+        torch.testing.assert_close(got, want.encode(texts, batch_size=2), atol=1e-5, rtol=1e-5)
+    assert views["prompteol"].dim_scale is not None
+    assert not torch.allclose(views["prompteol"].dim_scale, views["clustering"].dim_scale)
+    two = Ensemble([views["clustering"], views["prompteol"]], "tiny").encode(texts)
+    one = Ensemble([views["clustering"]], "tiny").encode(texts)
     assert not torch.allclose(two, one)  # the second prompt's pass enters the mean
+    assert views["clustering"].seconds > 0
 
 
 def test_compact_vector_views_equal_what_encode_and_truncate_dim_give(tiny_model_dir):

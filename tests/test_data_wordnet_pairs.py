@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from llm_embed.data import corpora, wordnet_pairs
 from llm_embed.data.wordnet_pairs import WordNetPairs
 
 # offset lex_filenum ss_type w_cnt word lex_id ... | gloss  (lex_filenum 29 = verb.body, 0 = adj.all)
@@ -20,21 +19,8 @@ ADJS = ['00000001 00 a 01 red 0 000 | of the colour of blood; "a red car"']
 
 
 @pytest.fixture()
-def tiny_wordnet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name, lines in {
-        "data.noun": [],
-        "data.verb": VERBS,
-        "data.adj": ADJS,
-        "data.adv": [],
-    }.items():
-        (tmp_path / name).write_text("  licence header\n" + "".join(f"{x}\n" for x in lines))
-    monkeypatch.setenv("LLM_EMBED_WORDNET", str(tmp_path))
-    caches = (corpora.read_wordnet, wordnet_pairs._synset_of, wordnet_pairs._verbs_by_lexname)
-    for cache in caches:
-        cache.cache_clear()
-    yield tmp_path
-    for cache in caches:
-        cache.cache_clear()
+def tiny_wordnet(wordnet_files) -> Path:
+    return wordnet_files(VERBS, ADJS)
 
 
 def test_definition_pairs_with_its_own_example_and_back(tiny_wordnet: Path) -> None:

@@ -127,6 +127,32 @@ def test_openvino_backend_gives_the_pytorch_score_and_is_recorded(tiny_model_dir
     assert fast["v_measure"] == pytest.approx(exact["v_measure"], abs=1e-6)
 
 
+
+def test_layer_scores_that_hidden_layer_and_is_recorded(tiny_model_dir, tmp_path, capsys):
+    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--pooling", "mean", "--seed", "3"]
+    assert evaluate([*args, "--out", str(tmp_path / "last")]) == 0
+    assert evaluate([*args, "--layer", "1", "--out", str(tmp_path / "one")]) == 0
+    (last,), (one,) = read(tmp_path / "last"), read(tmp_path / "one")
+    assert last["layer"] is None and one["layer"] == 1
+    texts, labels = topic_corpus()
+    vectors = Encoder(tiny_model_dir, pooling="mean", layer=1).encode(texts).numpy()
+    assert one["v_measure"] == pytest.approx(
+        mteb_bootstrap_v_measure(vectors, labels, seed=3, size=len(texts)), abs=1e-9
+    )
+    assert one["v_measure"] != pytest.approx(last["v_measure"], abs=1e-6)
+    assert "@layer 1" in (tmp_path / "one" / "results.md").read_text()
+    capsys.readouterr()
+    code = evaluate([*args, "--layer", "99", "--out", str(tmp_path / "bad")])
+    check_error(code, capsys.readouterr().err.strip(), "layer=99 is out of range", command="evaluate")
+
+
+@pytest.mark.usefixtures("minilm_installed")
+def test_layer_of_a_sentence_transformers_model_is_refused(tmp_path, capsys):
+    args = ["--model", "st:all-minilm-l6-v2", "--tasks", "TinyTopics", "--layer", "2"]
+    code = evaluate([*args, "--out", str(tmp_path)])
+    check_error(code, capsys.readouterr().err.strip(), "its layer is its own", command="evaluate")
+
+
 # --- grid: files, one record per (configuration, task), one model load, resume ------------------
 
 

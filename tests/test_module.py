@@ -238,3 +238,53 @@ def test_checkpoint_filter_sees_through_fsdp_and_compile_wrappers():
     assert (
         unwrapped(name) == "encoder.backbone.base_model.model.layers.0.q_proj.lora_A.default.weight"
     )
+
+
+@pytest.mark.usefixtures("minilm_installed")
+@pytest.mark.parametrize("grad_cache", [False, True])
+def test_a_guide_drops_the_in_batch_negative_that_restates_the_anchor(tiny_model_dir, grad_cache):
+    """A near copy of anchor 0 among the positives is a false negative: the guide takes it out."""
+    from llm_embed.losses import info_nce
+
+    torch.manual_seed(0)
+    module = EmbeddingModule(
+        Encoder(tiny_model_dir, pooling="mean"),
+        lora=small_lora(),
+        guide="all-minilm-l6-v2",
+        grad_cache=grad_cache,
+        grad_cache_mini_batch=3,
+    )
+    module.eval()  # no dropout: both losses see the same vectors
+    batch = {
+        "anchor": ["the dog barked at the mailman", *PAIRS["anchor"][1:]],
+        "positive": [
+            "a canine made noise",
+            PAIRS["positive"][1],
+            "the dog barked at the mailman!",
+            PAIRS["positive"][3],
+        ],
+    }
+    g_a, g_c = module._guide_vectors([batch["anchor"], batch["positive"]])
+    sims = g_a @ g_c.T
+    assert sims[0, 2] > sims[0, 0]  # the guide sees the restatement as closer than the positive
+    with torch.no_grad():
+        a, c = module._embed(batch["anchor"]), module._embed(batch["positive"])
+        plain = info_nce(a, c, temperature=module.hparams.temperature)
+        guided = module._loss(batch)
+    assert guided < plain
+    logits = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(c, dim=-1).T
+    keep = ~(sims > sims.diagonal()[:, None])
+    keep.fill_diagonal_(True)
+    want = -torch.stack(
+        [(logits[i, i] / 0.2) - torch.logsumexp(logits[i][keep[i]] / 0.2, 0) for i in range(4)]
+    ).mean()
+    assert guided.item() == pytest.approx(want.item(), rel=1e-5)
+    assert "guide" in module.hparams and not any("guide" in k for k in module.state_dict())
+
+
+def test_an_unknown_guide_fails_before_training(tiny_model_dir):
+    from llm_embed.errors import UserError
+
+    module = EmbeddingModule(Encoder(tiny_model_dir), lora=small_lora(), guide="/no/such/guide")
+    with pytest.raises(UserError, match="sentence-transformers folder '/no/such/guide' not found"):
+        module.setup("fit")

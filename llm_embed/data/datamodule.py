@@ -5,6 +5,8 @@ Either the user's own pairs file, or pairs generated once from a source corpus b
 ``cache_dir``, keyed by a hash of the sampled texts, the generator and its settings, and the seed.
 
 Batches are ``{"anchor": list[str], "positive": list[str]}``: raw strings, the model tokenizes.
+Pairs that all carry a ``negative`` (a hard negative, :mod:`llm_embed.data.hard_negatives`) add a
+``"negative"`` list; a mix of pairs with and without one is refused.
 """
 
 from __future__ import annotations
@@ -50,8 +52,12 @@ class PairDataset(Dataset):
 
 
 def collate_pairs(batch: list[dict]) -> dict[str, list[str]]:
-    """``{"anchor": [...], "positive": [...]}``; extra keys are dropped so every batch has one shape."""
-    return {"anchor": [p["anchor"] for p in batch], "positive": [p["positive"] for p in batch]}
+    """``{"anchor": [...], "positive": [...]}`` (and ``"negative"`` when the pairs hold one); other
+    keys are dropped so every batch has one shape."""
+    out = {"anchor": [p["anchor"] for p in batch], "positive": [p["positive"] for p in batch]}
+    if batch and "negative" in batch[0]:
+        out["negative"] = [p["negative"] for p in batch]
+    return out
 
 
 def split_pairs(pairs: list[dict], val_size: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -196,6 +202,12 @@ class PairDataModule(L.LightningDataModule):
                 raise UserError(f"pairs cache {path} is missing: call prepare_data() before setup()")
             pairs += read_pairs(path, on_bad_line=self.on_bad_line)
         path = " + ".join(map(str, self.pair_paths))
+        with_negative = sum("negative" in p for p in pairs)
+        if 0 < with_negative < len(pairs):
+            raise UserError(
+                f"{with_negative} of the {len(pairs)} pairs in {path} have a 'negative': "
+                "give every pair one (python -m llm_embed.data.hard_negatives), or none"
+            )
         train, val = split_pairs(pairs, self.val_size, self.seed)
         if not train:
             raise UserError(

@@ -54,6 +54,8 @@ def pair_problem(obj: Any) -> str | None:
             return f"{key!r} is {type(obj[key]).__name__}, not a string"
         if not obj[key].strip():
             return f"{key!r} is empty"
+    if "negative" in obj and (not isinstance(obj["negative"], str) or not obj["negative"].strip()):
+        return "'negative' is not a non-empty string (a hard negative is optional: leave the key out)"
     return None
 
 

@@ -95,6 +95,12 @@ class EvalConfig:
             "keep the first N dimensions of every model's vectors (Matryoshka; default: all)"
         ),
     )
+    layer: int | None = field(
+        default=None,
+        metadata=_option(
+            "hidden layer to pool (-1 = last, 0 = the embeddings; default: the run's, or -1)"
+        ),
+    )
     inference_dtype: str | None = field(
         default=None,
         metadata=_option(
@@ -206,11 +212,14 @@ def load_encoder(source: ModelSource, first: Cell, config: EvalConfig) -> Any:
         truncate_dim=config.truncate_dim,
         **(
             {
+                "layer": config.layer,
                 "inference_dtype": config.inference_dtype,
                 "inference_backend": config.inference_backend,
             }
             if source.kind != "sentence-transformers"
-            else {}
+            # --layer names a decoder's layer: refused for a sentence-transformers --model, not
+            # for a baseline scored beside a decoder
+            else {"layer": config.layer if source.role == "model" else None}
         ),
     )
     log.info("loaded %s in %.1f s", source.label, time.monotonic() - start)
@@ -317,14 +326,17 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
-    dim, dtype = config.truncate_dim, config.inference_dtype
+    dim, dtype, layer = config.truncate_dim, config.inference_dtype, config.layer
     maps = config.map_samples
     if isinstance(maps, bool) or not isinstance(maps, int) or maps < 0:
         raise UserError(f"map_samples={maps!r} is invalid: give an int >= 0 (0 = no maps)")
 
     def key(source: ModelSource, cell: Cell, task: str) -> tuple:
         return cell_key(source, cell, task, seed=seed, max_documents=caps(task),
-                        truncate_dim=dim, inference_dtype=dtype)  # fmt: skip
+                        truncate_dim=dim, inference_dtype=dtype, layer=own_layer(source))  # fmt: skip
+
+    def own_layer(source: ModelSource) -> int | None:  # a sentence-transformers model keeps its own
+        return None if source.kind == "sentence-transformers" else layer
 
     from llm_embed.encoder import check_inference_options  # lazily: it imports transformers
 
@@ -390,6 +402,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         truncate_dim=dim,
                         inference_dtype=dtype,
                         inference_backend=getattr(whole, "inference_backend", None),
+                        layer=own_layer(source),
                     )
                     records.append(record)
                     done[record_key(record)] = record

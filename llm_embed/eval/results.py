@@ -29,7 +29,7 @@ VERSIONED = ("torch", "transformers", "peft", "mteb", "sentence-transformers", "
 # The settings that make two records the same measurement (the resume key).
 KEY_FIELDS = (
     "model", "adapter", "pooling", "prompt_template", "task", "seed", "max_documents",
-    "truncate_dim", "inference_dtype",
+    "truncate_dim", "inference_dtype", "layer",
 )  # fmt: skip
 
 
@@ -87,6 +87,7 @@ def make_record(
     truncate_dim: int | None = None,
     inference_dtype: str | None = None,
     inference_backend: str | None = None,
+    layer: int | None = None,
 ) -> dict[str, Any]:
     """One results.json record: what was measured, with which settings, by which code."""
     return {
@@ -104,6 +105,7 @@ def make_record(
         "truncate_dim": truncate_dim,
         "inference_dtype": inference_dtype,
         "inference_backend": inference_backend,  # what ran (the timing depends on it)
+        "layer": layer,  # the --layer asked for (None: the model's own)
         "batch_size": batch_size,
         "seconds": round(seconds, 2),
         **provenance,
@@ -124,6 +126,7 @@ def cell_key(
     max_documents: int | None,
     truncate_dim: int | None = None,
     inference_dtype: str | None = None,
+    layer: int | None = None,
 ) -> tuple:
     """The resume key that the record of (``source``, ``cell``, ``task``) will have."""
     values = {
@@ -136,6 +139,7 @@ def cell_key(
         "max_documents": max_documents,
         "truncate_dim": truncate_dim,
         "inference_dtype": inference_dtype,
+        "layer": layer,
     }
     return tuple(values[k] for k in KEY_FIELDS)
 
@@ -186,6 +190,7 @@ def table_rows(records: Sequence[Mapping[str, Any]], *, seed: int, caps: DocCaps
             r.get("kind", "llm"), r["model"], r.get("adapter"), r.get("role", "model")
         )
         pooling = r["pooling"] + (f" @{r['truncate_dim']}d" if r.get("truncate_dim") else "")
+        pooling += f" @layer {r['layer']}" if r.get("layer") is not None else ""
         pooling += " (bf16)" if r.get("inference_dtype") == "bfloat16" else ""
         key = (source.label, pooling, r["prompt"])
         row = rows.setdefault(key, Row(source.label, source.role, pooling, r["prompt"], {}))

@@ -424,6 +424,7 @@ def encode_file(
     device: str | None = None,
     progress: bool = True,
     truncate_dim: int | None = None,
+    layer: int | None = None,
     inference_dtype: str | None = None,
     inference_backend: str | None = None,
     accelerator: str = "auto",
@@ -454,6 +455,7 @@ def encode_file(
             prompt=prompt,
             trust_remote_code=trust_remote_code,
             truncate_dim=truncate_dim,
+            layer=layer,
             inference_dtype=inference_dtype,
             inference_backend=inference_backend,
         )

@@ -350,9 +350,10 @@ def load_model(
     if source.kind == "sentence-transformers":
         from llm_embed.inference.st_encoder import STEncoder
 
-        if pooling is not None:
+        if pooling is not None or overrides.get("layer") is not None:
+            what = "pooling" if pooling is not None else "layer"
             raise UserError(
-                f"{source.model!r} is a sentence-transformers model: its pooling is its own"
+                f"{source.model!r} is a sentence-transformers model: its {what} is its own"
             )
         return STEncoder(
             source.model,
