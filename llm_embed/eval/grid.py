@@ -331,12 +331,12 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     if isinstance(maps, bool) or not isinstance(maps, int) or maps < 0:
         raise UserError(f"map_samples={maps!r} is invalid: give an int >= 0 (0 = no maps)")
 
+    def own_layer(source: ModelSource) -> int | None:  # a sentence-transformers model keeps its own
+        return None if source.kind == "sentence-transformers" else layer
+
     def key(source: ModelSource, cell: Cell, task: str) -> tuple:
         return cell_key(source, cell, task, seed=seed, max_documents=caps(task),
                         truncate_dim=dim, inference_dtype=dtype, layer=own_layer(source))  # fmt: skip
-
-    def own_layer(source: ModelSource) -> int | None:  # a sentence-transformers model keeps its own
-        return None if source.kind == "sentence-transformers" else layer
 
     from llm_embed.encoder import check_inference_options  # lazily: it imports transformers
 
