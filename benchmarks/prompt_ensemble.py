@@ -3,8 +3,8 @@
 Every prompt goes through the model's own encoder (its pooling, inference backend and
 calibration), one encoding pass over the suite each, timed. A calibrated model (``dim_scale``)
 was calibrated under its own prompt, so each other prompt gets its own scale, fitted the same way
-on the same kind of text: a seeded sample of training anchors (``--calibration-pairs``), never
-evaluation text. Every ensemble is then scored from the cached vectors through the same mteb path
+on the same texts: the run's own sample of training anchors (or a pairs file's,
+``--calibration-pairs``), never evaluation text. Every ensemble is then scored from the cached vectors through the same mteb path
 as ``evaluate`` (``evaluate_clustering``), at each of ``--seeds`` (mteb's bootstrap and article
 sample), so a k-prompt ensemble shows its quality beside its cost (k passes).
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import random
 import shlex
 import sys
 import time
@@ -31,19 +29,27 @@ import torch.nn.functional as F
 
 from benchmarks.common import report_scores, scores_table, write_scores
 from llm_embed._machine import describe_machine
+from llm_embed.data.pairs import read_pairs, sample_anchors
+from llm_embed.errors import UserError
 from llm_embed.eval.clustering import evaluate_clustering
 from llm_embed.eval.tasks import OFFLINE_SUITE
 from llm_embed.inference.load import load_model
-
-# the default config's LLM-written pairs (configs/default.yaml): the calibration anchors' source
-DEFAULT_PAIRS = "data/pairs/paraphrase-wordnet-n3000-s0-f20723960edd5033.jsonl"
+from llm_embed.synth import datamodule_from_config
 
 
-def calibration_anchors(pairs_file: str | Path, n: int) -> list[str]:
-    """A seeded sample of ``n`` distinct anchors of a pairs file (as the training module draws them)."""
-    lines = Path(pairs_file).read_text(encoding="utf-8").splitlines()
-    anchors = sorted({json.loads(line)["anchor"] for line in lines if line.strip()})
-    return random.Random(0).sample(anchors, min(n, len(anchors)))
+def calibration_anchors(model: str, n: int, pairs_file: str | Path | None = None) -> list[str]:
+    """The ``n`` anchors a run's training calibrated on (its config's training split, drawn as
+    the training module draws them), or a sample of ``pairs_file``'s anchors."""
+    if pairs_file is not None:
+        return sample_anchors(read_pairs(pairs_file), n)
+    config = Path(model) / "config.yaml"
+    if not config.is_file():
+        raise UserError(
+            f"--model {model} is no training run (no config.yaml): give --calibration-pairs FILE"
+        )
+    data = datamodule_from_config(["--config", str(config)], prog="benchmarks.prompt_ensemble")
+    data.setup("fit")
+    return sample_anchors(data.train_pairs, n)
 
 
 class PromptView:
@@ -102,8 +108,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", default="42", help="mteb seeds, comma-separated (scores: mean)")
     parser.add_argument(
         "--calibration-pairs",
-        default=DEFAULT_PAIRS,
-        help="pairs file whose anchors calibrate the other prompts of a calibrated model",
+        default=None,
+        help="pairs file whose anchors calibrate the other prompts of a calibrated model "
+        "(default: the run's own training anchors, from its config.yaml)",
     )
     parser.add_argument("--calibration-texts", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the scores")
@@ -114,7 +121,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     prompts, tasks = args.prompts.split(","), args.tasks.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     encoder = load_model(args.model)
-    anchors = calibration_anchors(args.calibration_pairs, args.calibration_texts)
+    anchors = (
+        []
+        if encoder.dim_scale is None
+        else calibration_anchors(args.model, args.calibration_texts, args.calibration_pairs)
+    )
     views = prompt_views(encoder, prompts, anchors)
     rows: list[dict[str, Any]] = []
 
@@ -158,4 +169,6 @@ def markdown(record: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    from llm_embed._cli import run_cli
+
+    raise SystemExit(run_cli(main))

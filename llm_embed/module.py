@@ -12,7 +12,6 @@ recomputation for activation memory. Mixed precision is the Trainer's ``precisio
 from __future__ import annotations
 
 import logging
-import random
 from contextlib import AbstractContextManager, nullcontext
 from enum import Enum
 from functools import partial
@@ -22,6 +21,7 @@ import lightning as L
 import torch
 from peft import LoraConfig, get_peft_model
 
+from llm_embed.data.pairs import sample_anchors
 from llm_embed.encoder import Encoder, attention_kernels
 from llm_embed.errors import UserError
 from llm_embed.losses import InfoNCELoss
@@ -269,10 +269,8 @@ class EmbeddingModule(L.LightningModule):
         if not pairs:
             log.warning("calibration_texts is set but the datamodule has no train_pairs: no dim_scale")
             return
-        anchors = sorted({p["anchor"] for p in pairs})
-        texts = random.Random(0).sample(anchors, min(n, len(anchors)))
         with self.encoder.merged_adapter():
-            self.encoder.calibrate(texts)
+            self.encoder.calibrate(sample_anchors(pairs, n))
         self._calibrated_at = trainer.global_step
 
     def on_validation_epoch_start(self) -> None:

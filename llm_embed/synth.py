@@ -24,19 +24,24 @@ from llm_embed._cli import command_parser, require_section, run_cli
 FIT_SECTIONS = ("seed_everything", "trainer", "model", "optimizer", "lr_scheduler", "ckpt_path")
 
 
-def cli_main(argv: list[str] | None = None) -> None:
-    """Parse ``--config`` (+ overrides) into a PairDataModule and call :func:`~llm_embed.data.datamodule.generate_pairs`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def datamodule_from_config(argv: list[str], prog: str = "python -m llm_embed.synth") -> Any:
+    """The PairDataModule of a fit config's ``data:`` section (its other sections ignored)."""
     require_section(argv, "data", "give a fit config or a synth config")
-    from llm_embed.data.datamodule import PairDataModule, generate_pairs
+    from llm_embed.data.datamodule import PairDataModule
 
-    parser = command_parser("python -m llm_embed.synth", __doc__)
+    parser = command_parser(prog, __doc__)
     for section in FIT_SECTIONS:
         parser.add_argument(f"--{section}", type=Any, default=None, help="(fit config; ignored)")
     parser.add_class_arguments(PairDataModule, "data", sub_configs=True)
-    data = parser.instantiate_classes(parser.parse_args(argv)).data
-    print(generate_pairs(data))
+    return parser.instantiate_classes(parser.parse_args(argv)).data
 
+
+def cli_main(argv: list[str] | None = None) -> None:
+    """Parse ``--config`` (+ overrides) into a PairDataModule and call :func:`~llm_embed.data.datamodule.generate_pairs`."""
+    from llm_embed.data.datamodule import generate_pairs
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    print(generate_pairs(datamodule_from_config(argv)))
 
 if __name__ == "__main__":
     sys.exit(run_cli(cli_main))

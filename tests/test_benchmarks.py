@@ -260,9 +260,9 @@ def test_prompt_ensemble_views_are_the_encoders_own_path_with_per_prompt_calibra
     pairs.write_text(
         "".join(json.dumps({"anchor": a, "positive": a.upper()}) + "\n" for a in anchor_texts)
     )
-    anchors = calibration_anchors(pairs, 4)
+    anchors = calibration_anchors("unused", 4, pairs)
     assert len(anchors) == 4 and set(anchors) <= set(anchor_texts)
-    assert calibration_anchors(pairs, 4) == anchors  # seeded
+    assert calibration_anchors("unused", 4, pairs) == anchors  # seeded
     texts = ["a cat sat on the mat", "stocks fell sharply", "to move fast"]
     encoder = Encoder(tiny_model_dir, pooling="weighted_mean")
     encoder.calibrate(anchors)
@@ -278,6 +278,34 @@ def test_prompt_ensemble_views_are_the_encoders_own_path_with_per_prompt_calibra
     one = Ensemble([views["clustering"]], "tiny").encode(texts)
     assert not torch.allclose(two, one)  # the second prompt's pass enters the mean
     assert views["clustering"].seconds > 0
+
+
+def test_prompt_ensemble_calibrates_on_the_runs_own_training_anchors(tmp_path):
+    """Without --calibration-pairs the anchors come from the run's config: its training split."""
+    import json
+
+    import pytest
+    import yaml
+
+    from benchmarks.prompt_ensemble import calibration_anchors
+    from llm_embed.data.datamodule import split_pairs
+    from llm_embed.errors import UserError
+
+    anchors = [f"to move {i} steps across the room" for i in range(12)]
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"anchor": a, "positive": a.upper()} for a in anchors]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"model": {"lr": 1e-4}, "data": {"pairs_file": str(pairs), "val_size": 4, "seed": 3, "batch_size": 4}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    train, val = split_pairs(rows, 4, 3)
+    got = calibration_anchors(str(run), 100)
+    assert sorted(got) == sorted(r["anchor"] for r in train)
+    assert not set(got) & {r["anchor"] for r in val}  # held-out anchors never calibrate
+    assert calibration_anchors(str(run), 5) == calibration_anchors(str(run), 5)
+    with pytest.raises(UserError, match="--calibration-pairs"):
+        calibration_anchors(str(tmp_path / "nowhere"), 5)
 
 
 def test_compact_vector_views_equal_what_encode_and_truncate_dim_give(tiny_model_dir):

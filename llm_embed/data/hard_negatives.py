@@ -15,26 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 from llm_embed._fs import atomic_write_text
-from llm_embed.data.corpora import Synset, read_wordnet
 from llm_embed.data.pairs import read_pairs
 from llm_embed.data.seeding import text_rng
-from llm_embed.data.wordnet_pairs import _synset_of
+from llm_embed.data.wordnet_pairs import synset_of, synsets_by_lexname
 from llm_embed.errors import UserError
-
-
-@lru_cache(maxsize=1)
-def _by_lexname() -> dict[str, tuple[Synset, ...]]:
-    """Verb, adjective and adverb synsets with a definition, grouped by lexicographer file."""
-    groups: dict[str, list[Synset]] = {}
-    for pos in ("verb", "adj", "adv"):
-        for synset in read_wordnet(pos):
-            if synset.definition:
-                groups.setdefault(synset.lexname, []).append(synset)
-    return {name: tuple(members) for name, members in groups.items()}
 
 
 def add_lexname_negatives(pairs: Sequence[dict], *, seed: int = 0) -> tuple[list[dict], int]:
@@ -44,7 +31,7 @@ def add_lexname_negatives(pairs: Sequence[dict], *, seed: int = 0) -> tuple[list
     whose anchor is no WordNet verb/adjective/adverb text has no file to draw from and is left
     out. Returns the pairs with negatives, in input order, and how many were left out.
     """
-    index, groups = _synset_of(), _by_lexname()
+    index, groups = synset_of(), synsets_by_lexname()
     out, dropped = [], 0
     for pair in pairs:
         synset = index.get(pair["anchor"])
@@ -55,7 +42,7 @@ def add_lexname_negatives(pairs: Sequence[dict], *, seed: int = 0) -> tuple[list
         others = [
             s
             for s in groups[synset.lexname]
-            if s.offset != synset.offset and s.definition not in own
+            if s.offset != synset.offset and s.definition and s.definition not in own
         ]
         if not others:
             dropped += 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,10 @@ def read_manifest(pairs_path: str | os.PathLike[str]) -> dict | None:
     if not p.is_file():
         return None
     return json.loads(p.read_text(encoding="utf-8"))
+
+
+def sample_anchors(pairs: Iterable[Mapping[str, Any]], n: int, *, seed: int = 0) -> list[str]:
+    """A seeded sample of ``n`` distinct anchors (all of them if fewer): the texts that calibrate
+    an encoder's ``dim_scale``, drawn the same way wherever a scale is fitted."""
+    anchors = sorted({p["anchor"] for p in pairs})
+    return random.Random(seed).sample(anchors, min(n, len(anchors)))

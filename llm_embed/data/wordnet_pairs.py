@@ -22,7 +22,7 @@ Positive = Literal["example", "lemmas", "lexname"]
 
 
 @lru_cache(maxsize=1)
-def _synset_of() -> dict[str, Synset]:
+def synset_of() -> dict[str, Synset]:
     """Each verb/adjective/adverb definition or example -> its synset (first one wins)."""
     index: dict[str, Synset] = {}
     for pos in ("verb", "adj", "adv"):
@@ -33,11 +33,13 @@ def _synset_of() -> dict[str, Synset]:
 
 
 @lru_cache(maxsize=1)
-def _verbs_by_lexname() -> dict[str, tuple[Synset, ...]]:
-    """Verb synsets grouped by lexicographer file (15 classes: verb.motion, verb.emotion, ...)."""
+def synsets_by_lexname() -> dict[str, tuple[Synset, ...]]:
+    """Verb, adjective and adverb synsets grouped by lexicographer file (``verb.motion``, ...;
+    adjectives and adverbs have one file each, ``adj.all`` and ``adv.all``)."""
     groups: dict[str, list[Synset]] = {}
-    for synset in read_wordnet("verb"):
-        groups.setdefault(synset.lexname, []).append(synset)
+    for pos in ("verb", "adj", "adv"):
+        for synset in read_wordnet(pos):
+            groups.setdefault(synset.lexname, []).append(synset)
     return {name: tuple(members) for name, members in groups.items()}
 
 
@@ -81,7 +83,7 @@ class WordNetPairs(PairGenerator):
 
     def generate(self, texts: Sequence[str], *, seed: int) -> list[dict]:
         """One pair per synset reached by ``texts``, in input order; other texts are skipped."""
-        index = _synset_of()
+        index = synset_of()
         seen: set[str] = set()
         pairs: list[dict] = []
         skipped = {"not_wordnet": 0, "same_synset": 0, "no_positive": 0}
@@ -109,7 +111,7 @@ class WordNetPairs(PairGenerator):
         if self.positive == "lexname":
             if not synset.lexname.startswith("verb."):
                 return None
-            others = [o for o in _verbs_by_lexname()[synset.lexname] if o.offset != synset.offset]
+            others = [o for o in synsets_by_lexname()[synset.lexname] if o.offset != synset.offset]
             return rng.choice(others).definition if others else None
         if text != synset.definition:
             return synset.definition
