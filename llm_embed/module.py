@@ -101,7 +101,8 @@ class EmbeddingModule(L.LightningModule):
         guide: a sentence-transformers model (``all-minilm-l6-v2`` is packaged) that judges each
             batch: a negative it scores above the anchor's positive (less ``guide_margin``) is left
             out of the loss, as a likely false negative (GISTEmbed). None = every in-batch
-            negative counts. The guide is frozen and is not saved with the model.
+            negative counts. The validation loss is masked the same way, so it stays the
+            training objective. The guide is frozen and is not saved with the model.
         guide_margin: see ``guide`` (cosine units; 0 = the guide's own ranking).
     """
 
