@@ -4,9 +4,10 @@ Every prompt goes through the model's own encoder (its pooling, inference backen
 calibration), one encoding pass over the suite each, timed. A calibrated model (``dim_scale``)
 was calibrated under its own prompt, so each other prompt gets its own scale, fitted the same way
 on the same texts: the run's own sample of training anchors (or a pairs file's,
-``--calibration-pairs``), never evaluation text. Every ensemble is then scored from the cached vectors through the same mteb path
-as ``evaluate`` (``evaluate_clustering``), at each of ``--seeds`` (mteb's bootstrap and article
-sample), so a k-prompt ensemble shows its quality beside its cost (k passes).
+``--calibration-pairs``), never evaluation text. Every ensemble is then scored from the cached
+vectors through the same mteb path as ``evaluate`` (``evaluate_clustering``), at each of
+``--seeds`` (mteb's bootstrap and article sample), so a k-prompt ensemble shows its quality
+beside its cost (k passes).
 
     python -m benchmarks.prompt_ensemble --model checkpoints/default \
         --prompts clustering,prompteol,summary,classification --seeds 42,43,44 \

@@ -43,5 +43,6 @@ def cli_main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     print(generate_pairs(datamodule_from_config(argv)))
 
+
 if __name__ == "__main__":
     sys.exit(run_cli(cli_main))
