@@ -45,6 +45,16 @@ _META = re.compile(
     r"i'?m (glad|happy|here)|original meaning)\b",
     re.IGNORECASE,
 )
+# The task talk that _META lets through, found in the committed positives: a positive about "the
+# teacher", "a question" or "the answer" rather than the anchor's content. Not a generator rule
+# (that would change every pairs cache key); :mod:`llm_embed.data.meta_filter` applies it to a
+# pairs file after the fact.
+_TASK_TALK = re.compile(
+    r"\b(((this|that|the|a|one) (sentence|question|phrase|statement|word)s?|(the|an?) answer|"
+    r"in simpler (words|terms)|(a|the) (teacher|reader|user|judge)s?|i'?d (be|respond|say|ask))\b|"
+    r"would (ask|be):)",
+    re.IGNORECASE,
+)
 # Labels a model puts before its answer ("Rewritten sentence: ..."), removed by :func:`clean`.
 _LABEL = re.compile(
     r"^\s*(rewritten|paraphrased?|simplified|answer|output|question|metaphor|explanation|"
@@ -109,6 +119,12 @@ def clean(output: str, *, finished: bool = True) -> str:
         ends = list(_SENTENCE_END.finditer(text))
         text = text[: ends[-1].end()].strip() if ends else ""
     return " ".join(text.split())
+
+
+def talks_about_the_task(source: str, positive: str) -> bool:
+    """Whether ``positive`` talks about the task (:data:`_TASK_TALK`) in words its source lacks."""
+    in_source = {m.group(0).lower() for m in _TASK_TALK.finditer(source)}
+    return any(m.group(0).lower() not in in_source for m in _TASK_TALK.finditer(positive))
 
 
 def latin_share(text: str) -> float:
