@@ -9,7 +9,7 @@ from cli_errors import check_error
 
 from llm_embed._cli import run_cli
 from llm_embed.data.filters import talks_about_the_task
-from llm_embed.data.meta_filter import keep_on_topic, main
+from llm_embed.data.meta_filter import main, split_task_talk
 
 
 @pytest.mark.parametrize(
@@ -54,17 +54,20 @@ def test_cli_writes_the_kept_pairs_in_order(tmp_path, capsys):
     src.write_text("".join(json.dumps(p) + "\n" for p in pairs))
     main(["--pairs", str(src), "--out", str(out)])
     kept = [json.loads(line) for line in out.read_text().splitlines()]
-    assert kept == keep_on_topic(pairs) == [pairs[0], pairs[2]]
+    assert (kept, [pairs[1]]) == split_task_talk(pairs) == ([pairs[0], pairs[2]], [pairs[1]])
     assert "kept 2 of 3 pairs (dropped by instruction: 2: 1)" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case", ["overwrite", "missing"])
+@pytest.mark.parametrize("case", ["overwrite", "missing", "all dropped"])
 def test_cli_bad_input_is_one_line(tmp_path, capsys, case):
     src = tmp_path / "p.jsonl"
     src.write_text(json.dumps({"anchor": "a", "positive": "b c d e"}) + "\n")
+    talk = tmp_path / "talk.jsonl"
+    talk.write_text(json.dumps({"anchor": "run", "positive": "The teacher runs."}) + "\n")
     pairs, out, match = {
         "overwrite": (src, src, "is the input file"),
         "missing": (tmp_path / "none.jsonl", tmp_path / "out.jsonl", "not found"),
+        "all dropped": (talk, tmp_path / "out.jsonl", "talks about the task: no pair to write"),
     }[case]
     code = run_cli(lambda: main(["--pairs", str(pairs), "--out", str(out)]))
     check_error(code, capsys.readouterr().err, match, command="data.meta_filter")

@@ -13,12 +13,10 @@ negative. The texts stay WordNet's verb, adjective and adverb files (never a nou
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from llm_embed._fs import atomic_write_text
-from llm_embed.data.pairs import read_pairs
+from llm_embed.data.pairs import read_pairs, write_pairs
 from llm_embed.data.seeding import text_rng
 from llm_embed.data.wordnet_pairs import synset_of, synsets_by_lexname
 from llm_embed.errors import UserError
@@ -67,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"no anchor of {args.pairs} is a WordNet verb/adjective/adverb text: no negatives to draw"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in mined))
+    write_pairs(args.out, mined)
     print(
         f"{len(mined)} pairs with a hard negative ({dropped} left out: no WordNet file) -> {args.out}"
     )

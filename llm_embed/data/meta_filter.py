@@ -12,22 +12,25 @@ that exists, so no pair is regenerated:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from llm_embed._cli import run_cli
-from llm_embed._fs import atomic_write_text
 from llm_embed.data.filters import talks_about_the_task
-from llm_embed.data.pairs import read_pairs
+from llm_embed.data.pairs import read_pairs, write_pairs
 from llm_embed.errors import UserError
 
 
-def keep_on_topic(pairs: Sequence[dict]) -> list[dict]:
-    """The pairs whose positive does not talk about the task, in their original order."""
-    return [p for p in pairs if not talks_about_the_task(p["anchor"], p["positive"])]
+def split_task_talk(pairs: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """``(kept, dropped)``: the pairs whose positive does not / does talk about the task, each in
+    their original order."""
+    kept: list[dict] = []
+    dropped: list[dict] = []
+    for p in pairs:
+        (dropped if talks_about_the_task(p["anchor"], p["positive"]) else kept).append(p)
+    return kept, dropped
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -40,13 +43,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.out.resolve() == args.pairs.resolve():
         raise UserError(f"--out {args.out} is the input file: give another path")
     pairs = read_pairs(args.pairs)
-    kept = keep_on_topic(pairs)
-    dropped = Counter(
-        str(p.get("instruction", "?")) for p in pairs if talks_about_the_task(p["anchor"], p["positive"])
-    )
+    kept, dropped = split_task_talk(pairs)
+    if not kept:
+        raise UserError(f"every positive in {args.pairs} talks about the task: no pair to write")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in kept))
-    by = ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))
+    write_pairs(args.out, kept)
+    counts = Counter(str(p.get("instruction", "?")) for p in dropped)
+    by = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
     print(f"kept {len(kept)} of {len(pairs)} pairs (dropped by instruction: {by or 'none'}) -> {args.out}")
 
 

@@ -13,14 +13,12 @@ being adapted (zero-shot), not an outside encoder, so no other model's judgement
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from llm_embed._fs import atomic_write_text
-from llm_embed.data.pairs import read_pairs
+from llm_embed.data.pairs import read_pairs, write_pairs
 from llm_embed.errors import UserError
 
 
@@ -58,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     kept = keep_most_similar(pairs, similarity, args.keep)
     cut = similarity.sort(descending=True).values[len(kept) - 1].item()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in kept))
+    write_pairs(args.out, kept)
     print(f"kept {len(kept)} of {len(pairs)} pairs (cosine >= {cut:.4f}) -> {args.out}")
 
 
