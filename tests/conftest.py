@@ -238,7 +238,12 @@ def wordnet_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A function writing a tiny WordNet (wndb lines per part of speech) that llm-embed then reads."""
     from llm_embed.data import corpora, wordnet_pairs
 
-    caches = (corpora.read_wordnet, wordnet_pairs.synset_of, wordnet_pairs.synsets_by_lexname)
+    caches = (
+        corpora.read_wordnet,
+        wordnet_pairs.synset_of,
+        wordnet_pairs.synset_at,
+        wordnet_pairs.synsets_by_lexname,
+    )
 
     def write(verbs: list[str], adjs: list[str] = ()) -> Path:
         folder = tmp_path / "wordnet"

@@ -113,6 +113,7 @@ PAIR_CONFIGS = {
     "wordnet-pairs.yaml": "WordNetPairs",
     "lemma-pairs.yaml": "WordNetPairs",
     "lexname-pairs.yaml": "WordNetPairs",
+    "broader-pairs.yaml": "WordNetPairs",
 }
 
 

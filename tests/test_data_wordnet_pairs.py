@@ -74,3 +74,42 @@ def test_settings_change_the_cache_key_and_bad_kind_is_refused() -> None:
     assert WordNetPairs().settings() != WordNetPairs("lemmas").settings()
     with pytest.raises(ValueError, match="positive='gloss'"):
         WordNetPairs("gloss")  # type: ignore[arg-type]
+
+
+# the same kind of lines with pointers: sprint @ run (hypernym), run ~ sprint (hyponym: not up),
+# a cross-file + pointer (ignored); red (head) & crimson (satellite) & back
+HIERARCHY_VERBS = [
+    "00000010 38 v 01 run 0 002 ~ 00000020 v 0000 + 00000001 a 0101 | move fast by using the feet",
+    '00000020 38 v 01 sprint 0 002 @ 00000010 v 0000 @ 00000030 v 0000 | run at top speed; "he sprinted"',
+    "00000030 38 v 01 race 0 000 | move at high speed",
+]
+HIERARCHY_ADJS = [
+    "00000001 00 a 01 red 0 001 & 00000002 s 0000 | of the colour of blood",
+    "00000002 00 s 01 crimson 0 001 & 00000001 a 0000 | deep purplish red",
+]
+
+
+def test_pointers_one_step_up_are_parsed_per_file(wordnet_files) -> None:
+    from llm_embed.data.corpora import read_wordnet
+
+    wordnet_files(HIERARCHY_VERBS, HIERARCHY_ADJS)
+    verbs = {s.words[0]: s for s in read_wordnet("verb")}
+    assert verbs["sprint"].broader == ("00000010", "00000030")  # both hypernyms, in file order
+    assert verbs["run"].broader == ()  # a hyponym (~) and a cross-file pointer are not up
+    assert verbs["sprint"].examples == ("he sprinted",)  # the gloss still parses
+    adjs = {s.words[0]: s for s in read_wordnet("adj")}
+    assert adjs["red"].broader == ("00000002",) and adjs["crimson"].broader == ("00000001",)
+
+
+def test_broader_positives_are_a_hypernyms_or_similar_adjectives_definition(wordnet_files) -> None:
+    wordnet_files(HIERARCHY_VERBS, HIERARCHY_ADJS)
+    texts = ["he sprinted", "move fast by using the feet", "deep purplish red", "other"]
+    gen = WordNetPairs("broader")
+    pairs = {p["anchor"]: p["positive"] for p in gen.generate(texts, seed=0)}
+    assert set(pairs) == {"he sprinted", "deep purplish red"}  # run is a root: skipped
+    assert pairs["he sprinted"] in {"move fast by using the feet", "move at high speed"}
+    assert pairs["deep purplish red"] == "of the colour of blood"
+    assert gen.report["skipped"] == {"not_wordnet": 1, "same_synset": 0, "no_positive": 1}
+    seeds = {WordNetPairs("broader").generate(texts, seed=k)[0]["positive"] for k in range(20)}
+    assert len(seeds) == 2  # the choice among two hypernyms is seeded and both occur
+    assert WordNetPairs("broader").settings() != WordNetPairs("lexname").settings()

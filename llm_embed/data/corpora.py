@@ -37,13 +37,16 @@ BBC_LABELS = ("business", "entertainment", "politics", "sports", "tech")
 
 @dataclass(frozen=True)
 class Synset:
-    """One WordNet synset: its lexicographer class, lemmas, definition and example sentences."""
+    """One WordNet synset: its lexicographer class, lemmas, definition and example sentences, and
+    ``broader``: the offsets (same file) of the synsets one step up its hierarchy, a verb's
+    hypernyms (``@``) or an adjective's similar-to heads and satellites (``&``)."""
 
     offset: str
     lexname: str
     words: tuple[str, ...]
     definition: str
     examples: tuple[str, ...]
+    broader: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,9 @@ def wordnet_dir() -> Path:
 
 
 _QUOTED = re.compile(r'"([^"]+)"')
+# pointer symbols one step up a synset's hierarchy, by synset type (wndb(5WN)): verb hypernym;
+# adjective similar-to (head <-> satellite). Nouns are evaluated, adverbs point into other files.
+_BROADER = {"v": ("@",), "a": ("&",), "s": ("&",)}
 
 
 def parse_wordnet_line(line: str) -> Synset:
@@ -86,7 +92,11 @@ def parse_wordnet_line(line: str) -> Synset:
     gloss = gloss.strip()
     definition = gloss.split('; "')[0].strip().rstrip(";").strip()
     examples = tuple(e.strip() for e in _QUOTED.findall(gloss[len(definition) :]) if e.strip())
-    return Synset(offset, LEXNAMES[lex_filenum], words, definition, examples)
+    at = 4 + 2 * n_words
+    n_pointers = int(fields[at]) if len(fields) > at else 0
+    pointers = [fields[at + 1 + 4 * i : at + 5 + 4 * i] for i in range(n_pointers)]
+    broader = tuple(p[1] for p in pointers if len(p) == 4 and p[0] in _BROADER.get(fields[2], ()))
+    return Synset(offset, LEXNAMES[lex_filenum], words, definition, examples, broader)
 
 
 @lru_cache(maxsize=8)

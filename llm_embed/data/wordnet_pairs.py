@@ -18,7 +18,8 @@ from llm_embed.data.corpora import Synset, read_wordnet
 from llm_embed.data.generators import PairGenerator
 from llm_embed.data.seeding import text_rng
 
-Positive = Literal["example", "lemmas", "lexname"]
+Positive = Literal["example", "lemmas", "lexname", "broader"]
+POSITIVES: tuple[str, ...] = ("example", "lemmas", "lexname", "broader")
 
 
 @lru_cache(maxsize=1)
@@ -30,6 +31,13 @@ def synset_of() -> dict[str, Synset]:
             for text in (synset.definition, *synset.examples):
                 index.setdefault(text, synset)
     return index
+
+
+@lru_cache(maxsize=1)
+def synset_at() -> dict[tuple[str, str], Synset]:
+    """(file, offset) -> synset for the verb, adjective and adverb files (offsets repeat across
+    files, so the file is part of the key: ``("verb", "00001740")``)."""
+    return {(pos, s.offset): s for pos in ("verb", "adj", "adv") for s in read_wordnet(pos)}
 
 
 @lru_cache(maxsize=1)
@@ -57,6 +65,11 @@ class WordNetPairs(PairGenerator):
       are skipped (their files, ``adj.all`` and ``adv.all``, are no topics). WordNet's noun glosses
       that the suite scores are grouped by the noun files' lexicographer classes, so pairs of this
       kind are close to that task's labelling: report runs that use them apart.
+    - ``positive="broader"``: the positive is the definition of a synset one step up the text's
+      hierarchy (seeded choice): a verb's hypernym ("sprint" -> "run: move fast by using one's
+      feet"), an adjective's similar-to head or satellite. A text with none (adverbs, root
+      verbs) is skipped. Like ``lexname``, it teaches the kind of thing a text is about, which is
+      what the noun glosses' classes label: report runs that use them apart.
 
     At most one pair per synset (the first source text that reaches it), so a definition and its
     example never meet as each other's in-batch negatives.
@@ -68,12 +81,10 @@ class WordNetPairs(PairGenerator):
     def __init__(self, positive: Positive = "example") -> None:
         """
         Args:
-            positive: ``"example"`` (definition <-> example) or ``"lemmas"`` (text -> synonyms).
+            positive: one of :data:`POSITIVES` (see the class doc).
         """
-        if positive not in ("example", "lemmas", "lexname"):
-            raise ValueError(
-                f"positive={positive!r} is unknown; use 'example', 'lemmas' or 'lexname'"
-            )
+        if positive not in POSITIVES:
+            raise ValueError(f"positive={positive!r} is unknown; use one of {', '.join(POSITIVES)}")
         self.positive = positive
         self.report: dict = {}
 
@@ -108,6 +119,9 @@ class WordNetPairs(PairGenerator):
     def _positive(self, text: str, synset: Synset, rng: random.Random) -> str | None:
         if self.positive == "lemmas":
             return ", ".join(synset.words) if len(synset.words) > 1 else None
+        if self.positive == "broader":
+            pos = synset.lexname.split(".")[0]
+            return synset_at()[pos, rng.choice(synset.broader)].definition if synset.broader else None
         if self.positive == "lexname":
             if not synset.lexname.startswith("verb."):
                 return None
