@@ -12,14 +12,14 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from llm_embed.data.corpora import Synset, read_wordnet
 from llm_embed.data.generators import PairGenerator
 from llm_embed.data.seeding import text_rng
 
 Positive = Literal["example", "lemmas", "lexname", "broader"]
-POSITIVES: tuple[str, ...] = ("example", "lemmas", "lexname", "broader")
+POSITIVES: tuple[str, ...] = get_args(Positive)
 
 
 @lru_cache(maxsize=1)
