@@ -52,7 +52,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_rows(path: Path) -> dict[str, dict[str, Any]]:
-    """Rows by name: ``{"change": str, "fit": [overrides]}`` or ``{"change", "evaluate": [args]}``."""
+    """Rows by name: ``{"change": str, "fit": [overrides]}`` or ``{"change", "evaluate": [args]}``,
+    a ``from:`` row resolved into its full overrides (:func:`_resolve`)."""
     try:
         rows = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)["rows"]  # noqa: S506
     except yaml.constructor.ConstructorError as err:
@@ -64,7 +65,45 @@ def load_rows(path: Path) -> dict[str, dict[str, Any]]:
     names = [r["name"] for r in rows]
     if len(set(names)) != len(names):
         raise SystemExit(f"error: {path} repeats a row name; give each row its own name")
-    return {r["name"]: r for r in rows}
+    by_name = {r["name"]: r for r in rows}
+    return {name: _resolve(name, by_name, path, ()) for name in by_name}
+
+
+def _flags(args: Sequence[Any], where: str) -> dict[str, str]:
+    """``[--flag, value, ...]`` as an ordered mapping (what ``from:`` merges)."""
+    flags = [str(a) for a in args[::2]]
+    if len(args) % 2 or not all(f.startswith("--") for f in flags):
+        raise SystemExit(f"error: {where}: 'fit' must be '--flag, value' pairs to use 'from:'")
+    return dict(zip(flags, map(str, args[1::2]), strict=True))
+
+
+def _resolve(
+    name: str, rows: dict[str, dict[str, Any]], path: Path, seen: tuple[str, ...]
+) -> dict[str, Any]:
+    """The row with its ``from:`` row's configs and overrides folded in.
+
+    ``from: parent`` states a row as one change to another row: the parent's ``configs`` come
+    first, and each of the row's own ``fit`` flags replaces the parent's value in place or
+    follows them, so the command is what writing the parent's overrides out in full gives.
+    """
+    row = rows[name]
+    parent_name = row.get("from")
+    if parent_name is None:
+        return row
+    where = f"{path} row {name!r}"
+    if parent_name not in rows:
+        raise SystemExit(f"error: {where}: 'from: {parent_name}' names no row; use a row's name")
+    if parent_name in seen or parent_name == name:
+        raise SystemExit(f"error: {where}: 'from:' rows form a cycle; point it at an earlier row")
+    parent = _resolve(parent_name, rows, path, (*seen, name))
+    if "fit" not in row or "fit" not in parent:
+        raise SystemExit(f"error: {where}: 'from:' joins two 'fit' rows only")
+    merged = _flags(parent["fit"], f"{path} row {parent_name!r}") | _flags(row["fit"], where)
+    return {
+        **row,
+        "configs": [*parent.get("configs", []), *row.get("configs", [])],
+        "fit": [a for pair in merged.items() for a in pair],
+    }
 
 
 def fit_command(

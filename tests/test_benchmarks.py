@@ -346,3 +346,69 @@ def test_recipe_rows_refuse_a_repeated_key(tmp_path, capsys):
         "weighted-mean-tau-0.05-packed",
         "weighted-mean-tau-0.05-steps-50",
     }
+
+
+def test_recipe_row_from_another_row_writes_the_parents_overrides_out(tmp_path):
+    """``from:`` folds the parent in: its configs first, a flag given again replaced in place."""
+    from benchmarks.recipe_study import fit_command, load_rows
+
+    rows = tmp_path / "rows.yaml"
+    rows.write_text(
+        "rows:\n"
+        "  - name: a\n    change: a\n    configs: [a.yaml]\n    fit: [--x, '1', --y, '2']\n"
+        "  - name: b\n    change: b\n    from: a\n    fit: [--z, '3']\n"
+        "  - name: c\n    change: c\n    configs: [c.yaml]\n    from: b\n    fit: [--x, '9']\n"
+    )
+    c = load_rows(rows)["c"]
+    assert c["configs"] == ["a.yaml", "c.yaml"]
+    assert c["fit"] == ["--x", "9", "--y", "2", "--z", "3"]
+    cmd = fit_command(c, tmp_path / "c-s0", 0, base_configs=["base.yaml"])
+    configs = ["--config", "base.yaml", "--config", "a.yaml", "--config", "c.yaml"]
+    assert cmd[3:11] == [*configs, "--x", "9"]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("  - name: a\n    change: a\n    from: zz\n    fit: []\n", "'from: zz' names no row"),
+        (
+            "  - name: a\n    change: a\n    from: b\n    fit: []\n"
+            "  - name: b\n    change: b\n    from: a\n    fit: []\n",
+            "form a cycle",
+        ),
+        (
+            "  - name: a\n    change: a\n    fit: [--x]\n  - name: b\n    change: b\n    from: a\n"
+            "    fit: []\n",
+            "'--flag, value' pairs",
+        ),
+        (
+            "  - name: a\n    change: a\n    evaluate: [--model, m]\n"
+            "  - name: b\n    change: b\n    from: a\n    fit: []\n",
+            "joins two 'fit' rows only",
+        ),
+    ],
+)
+def test_recipe_row_from_refuses_what_it_cannot_join(tmp_path, rows, message):
+    from benchmarks.recipe_study import load_rows
+
+    path = tmp_path / "rows.yaml"
+    path.write_text("rows:\n" + rows)
+    with pytest.raises(SystemExit, match=message):
+        load_rows(path)
+
+
+def test_recipe_rows_still_generate_the_commands_their_records_ran():
+    """Each committed record reproduces: its row, as written now, gives the command it ran."""
+    import shlex
+
+    from benchmarks.recipe_study import evaluate_command, fit_command, load_rows
+
+    rows = load_rows(ROOT / "configs" / "recipe" / "rows.yaml")
+    records = json.loads((ROOT / "docs" / "results" / "recipe" / "results.json").read_text())
+    assert len(records) > 50
+    for rec in records:
+        row = rows[rec["row"]]
+        run_dir = Path("checkpoints/recipe") / f"{rec['row']}-s{rec['seed']}"
+        make = fit_command if "fit" in row else evaluate_command
+        cmd = make(row, run_dir, rec["seed"])
+        assert shlex.join(["python", *cmd[1:]]) == rec["command"], rec["row"]
