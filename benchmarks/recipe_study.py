@@ -93,9 +93,10 @@ def _resolve(
     where = f"{path} row {name!r}"
     if parent_name not in rows:
         raise SystemExit(f"error: {where}: 'from: {parent_name}' names no row; use a row's name")
-    if parent_name in seen or parent_name == name:
+    chain = (*seen, name)  # the rows being resolved, this one last
+    if parent_name in chain:
         raise SystemExit(f"error: {where}: 'from:' rows form a cycle; point it at an earlier row")
-    parent = _resolve(parent_name, rows, path, (*seen, name))
+    parent = _resolve(parent_name, rows, path, chain)
     if "fit" not in row or "fit" not in parent:
         raise SystemExit(f"error: {where}: 'from:' joins two 'fit' rows only")
     merged = _flags(parent["fit"], f"{path} row {parent_name!r}") | _flags(row["fit"], where)

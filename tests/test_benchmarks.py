@@ -371,6 +371,7 @@ def test_recipe_row_from_another_row_writes_the_parents_overrides_out(tmp_path):
     ("rows", "message"),
     [
         ("  - name: a\n    change: a\n    from: zz\n    fit: []\n", "'from: zz' names no row"),
+        ("  - name: a\n    change: a\n    from: a\n    fit: []\n", "form a cycle"),
         (
             "  - name: a\n    change: a\n    from: b\n    fit: []\n"
             "  - name: b\n    change: b\n    from: a\n    fit: []\n",
