@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +28,28 @@ log = logging.getLogger(__name__)
 
 INFERENCE_DTYPES = ("float32", "bfloat16")
 INFERENCE_BACKENDS = ("torch", "openvino")
+
+
+def check_task_prompts(task_prompts: Mapping[str, str] | None) -> dict[str, str]:
+    """``task_prompts`` with each prompt resolved to its template; OptionError naming a bad entry."""
+    if task_prompts is None:
+        return {}
+    if not isinstance(task_prompts, Mapping):
+        raise OptionError(
+            f"task_prompts={task_prompts!r} must map mteb task names to prompts, e.g. "
+            "{WordNetNounGlosses: clustering}"
+        )
+    resolved = {}
+    for task, prompt in task_prompts.items():
+        if not isinstance(task, str) or not task or not isinstance(prompt, str):
+            raise OptionError(
+                f"task_prompts[{task!r}]={prompt!r} is invalid; map task names to prompt strings"
+            )
+        try:
+            resolved[task] = get_prompt(prompt).template
+        except ValueError as err:
+            raise OptionError(f"task_prompts[{task!r}]: {err}") from None
+    return resolved
 
 
 def check_inference_options(
@@ -102,6 +124,10 @@ class Encoder(nn.Module):
         packing: run each batch padding-free, its texts packed into one row with attention kept
             inside each text (:mod:`llm_embed.packing`): the same states without the pad tokens'
             compute. Needs a model that runs its attention through transformers' interface.
+        task_prompts: mteb task name -> prompt (a template name or a template with ``{text}``)
+            used in place of ``prompt`` when that task is scored, as instruction-following
+            embedders carry a prompt per task; saved with the model, so a trained run and its
+            reloads score alike. Training and :meth:`encode` keep ``prompt``.
     """
 
     def __init__(
@@ -122,6 +148,7 @@ class Encoder(nn.Module):
         inference_backend: Literal["torch", "openvino"] = "torch",
         dim_scale: Sequence[float] | None = None,
         packing: bool = False,
+        task_prompts: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
         # the arguments as given, for config_dict (pooling and prompt are read live: a grid swaps pooling)
@@ -137,6 +164,7 @@ class Encoder(nn.Module):
             require_openvino()
         self.pooling = from_config(pooling)
         self.prompt = get_prompt(prompt)
+        self.task_prompts = check_task_prompts(task_prompts)
         self.normalize = normalize
         self.max_text_tokens = max_text_tokens
         self.padding_side = padding_side
@@ -243,6 +271,7 @@ class Encoder(nn.Module):
             "pooling": self.pooling.to_config(),
             "prompt": self.prompt.template,
             "dim_scale": self.dim_scale,
+            "task_prompts": self.task_prompts or None,
         }
         return {name: live.get(name, self._init_args[name]) for name in ENCODER_ARGS}
 

@@ -131,21 +131,28 @@ def model_dir(request, tiny_model_dir, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def lora_run(tiny_model_dir) -> Callable[..., Path]:
-    """``lora_run(folder, pooling=..., target_modules=[...], seed=...)``: a trained run's layout.
+    """``lora_run(folder, pooling=..., target_modules=[...], seed=...)``: a trained run's layout
+    (``prompt`` and ``task_prompts``: the encoder's, saved with it).
 
     ``folder/model`` holds the tiny model's encoder.json and a LoRA adapter (r=4, alpha=8) with
     random non-zero B matrices, so loading and merging it changes the embeddings.
     """
 
     def make(
-        folder: Path, *, pooling: str, target_modules: list[str], seed: int, prompt: str = "prompteol"
+        folder: Path,
+        *,
+        pooling: str,
+        target_modules: list[str],
+        seed: int,
+        prompt: str = "prompteol",
+        task_prompts: dict[str, str] | None = None,
     ) -> Path:
         import torch
         from peft import LoraConfig, get_peft_model
 
         from llm_embed.encoder import Encoder
 
-        encoder = Encoder(tiny_model_dir, pooling=pooling, prompt=prompt)
+        encoder = Encoder(tiny_model_dir, pooling=pooling, prompt=prompt, task_prompts=task_prompts)
         lora = LoraConfig(
             r=4, lora_alpha=8, target_modules=target_modules, task_type="FEATURE_EXTRACTION"
         )

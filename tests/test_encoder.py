@@ -86,6 +86,22 @@ def test_save_and_load_round_trip(encoder, tmp_path):
     torch.testing.assert_close(again.encode(TEXTS), encoder.encode(TEXTS))
 
 
+def test_task_prompts_are_resolved_saved_and_checked(tiny_model_dir, tmp_path):
+    own = 'This definition : "{text}" describes a kind of'
+    encoder = Encoder(tiny_model_dir, task_prompts={"TaskA": "summary", "TaskB": own})
+    assert encoder.task_prompts == {"TaskA": PROMPTS["summary"], "TaskB": own}
+    encoder.save(tmp_path / "enc")
+    assert Encoder.load(tmp_path / "enc").task_prompts == encoder.task_prompts
+    assert Encoder(tiny_model_dir).config_dict["task_prompts"] is None
+    for bad, message in (
+        ({"TaskA": "no slot"}, "task_prompts\\['TaskA'\\]: prompt='no slot' is neither"),
+        ({"": "summary"}, "map task names to prompt strings"),
+        (["summary"], "must map mteb task names to prompts"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Encoder(tiny_model_dir, task_prompts=bad)
+
+
 def test_templates():
     assert set(PROMPTS) >= {"none", "prompteol", "clustering", "summary", "classification"}
     t = get_prompt('Q: {text} {braces}?'.replace("{braces}", "{{x}}"))

@@ -147,6 +147,19 @@ def test_encoder_sees_all_texts_in_order_with_task_prompt(
     assert {call[2] for call in tiny_encoder.calls} == {None}  # None = the encoder's own default
 
 
+def test_encoder_task_prompts_apply_unless_overridden(
+    tiny_task: type[TinyTopics], tiny_encoder: FakeEncoder
+) -> None:
+    tiny_encoder.task_prompts = {"TinyTopics": "summary", "OtherTask": "prompteol"}
+    evaluate_clustering(tiny_encoder, ["TinyTopics"])
+    assert {call[2] for call in tiny_encoder.calls} == {"summary"}  # the encoder's own entry
+    tiny_encoder.calls.clear()
+    evaluate_clustering(tiny_encoder, ["TinyTopics"], task_prompts={"TinyTopics": "clustering"})
+    assert {call[2] for call in tiny_encoder.calls} == {"clustering"}  # the caller's wins
+    meta = MTEBEncoder(tiny_encoder, task_prompts={"TinyTopics": "none"}).mteb_model_meta
+    assert meta.experiment_kwargs["task_prompts"] == {"TinyTopics": "none", "OtherTask": "prompteol"}
+
+
 def test_evaluation_keeps_global_rng_streams(
     tiny_task: type[TinyTopics], tiny_encoder: FakeEncoder
 ) -> None:

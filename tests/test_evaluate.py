@@ -243,6 +243,29 @@ def test_trained_run_folder_and_adapter_give_the_same_record(tiny_model_dir, tmp
     assert "run1" in (out2 / "results.md").read_text(encoding="utf-8")
 
 
+def test_saved_task_prompts_score_as_the_callback_does(tiny_model_dir, tmp_path):
+    """A run saved with per-task prompts is scored with them (as its callback scored it, through
+    the encoder's own ``task_prompts``), by its export too; ``--prompt`` sets every task's."""
+    from llm_embed.inference.export_folder import export_model
+
+    run = tmp_path / "checkpoints" / "run1"
+    encoder = Encoder(tiny_model_dir, prompt="none", task_prompts={"TinyColors": "summary"})
+    encoder.save(run / "model")
+    tasks = ["--tasks", "TinyTopics,TinyColors"]
+    assert evaluate(["--model", str(run), *tasks, "--out", str(tmp_path / "a")]) == 0
+    records = read(tmp_path / "a")
+    templates = {r["task"]: r["prompt_template"] for r in records}
+    assert templates == {"TinyTopics": "{text}", "TinyColors": PROMPTS["summary"]}
+    callback = evaluate_clustering(Encoder.load(run / "model"), ["TinyTopics", "TinyColors"])
+    assert {r["task"]: r["v_measure"] for r in records} == pytest.approx(callback, abs=1e-9)
+    export_model(str(run), tmp_path / "export")
+    assert evaluate(["--model", str(tmp_path / "export"), *tasks, "--out", str(tmp_path / "b")]) == 0
+    assert [r["v_measure"] for r in read(tmp_path / "b")] == pytest.approx([r["v_measure"] for r in records], abs=1e-6)
+    out = tmp_path / "c"
+    assert evaluate(["--model", str(run), *tasks, "--prompt", "none", "--out", str(out)]) == 0
+    assert {r["prompt_template"] for r in read(out)} == {"{text}"}
+
+
 def test_exported_folder_gives_the_record_of_its_run(tiny_model_dir, tmp_path):
     """An export is scored through llm-embed's own encoder, with the run's pooling and prompt."""
     from llm_embed.inference.export_folder import export_model

@@ -128,6 +128,21 @@ def test_sentence_transformers_prompt_replaces_the_template(run_dir, tmp_path):
         assert cosine(got, encoder.encode(TEXTS, prompt=template)).min() > 0.9999
 
 
+def test_task_prompts_become_sentence_transformers_prompt_names(lora_run, tmp_path):
+    own = 'This definition : "{text}" describes a kind of'
+    run = lora_run(
+        tmp_path / "run", pooling="mean", target_modules=["q_proj"], seed=2,
+        task_prompts={"WordNetNounGlosses": own},
+    )  # fmt: skip
+    out = export_model(str(run), tmp_path / "export")
+    model = load_sentence_transformer(out, device="cpu")
+    assert model.prompts["WordNetNounGlosses"] == own
+    assert f"| prompt for WordNetNounGlosses | `{own}` |" in (out / "README.md").read_text()
+    assert load_exported(out).task_prompts == {"WordNetNounGlosses": own}
+    got = model.encode(TEXTS, prompt_name="WordNetNounGlosses", convert_to_tensor=True)
+    assert cosine(got, load_model(str(run)).encode(TEXTS, prompt=own)).min() > 0.9999
+
+
 def test_sentence_transformers_alone_asks_for_trust_remote_code(run_dir, tmp_path):
     """sentence-transformers >= 6 imports classes outside its namespace only with the flag (even installed ones)."""
     from sentence_transformers import SentenceTransformer

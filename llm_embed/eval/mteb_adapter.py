@@ -44,7 +44,8 @@ class MTEBEncoder(AbsEncoder):
     Args:
         encoder: Object with ``name`` and ``encode(texts, *, batch_size, prompt)`` (see module doc).
         task_prompts: Task name -> prompt (template name or template with ``{text}``) that
-            overrides the encoder's default prompt for that task. Tasks not listed use the default.
+            overrides the encoder's prompt for that task. Tasks not listed use the encoder's own
+            ``task_prompts`` entry if it has one, else its default prompt.
 
     Example:
         >>> model = MTEBEncoder(encoder, task_prompts={"BBCNewsHeadlines": "clustering"})
@@ -74,6 +75,7 @@ class MTEBEncoder(AbsEncoder):
                 )
         self.model = encoder
         self.task_prompts = prompts
+        effective = {**(getattr(encoder, "task_prompts", None) or {}), **prompts}
         self.mteb_model_meta = ModelMeta(
             loader=None,  # the model is already built; mteb never loads it
             name=f"llm-embed/{name}",
@@ -92,12 +94,15 @@ class MTEBEncoder(AbsEncoder):
             similarity_fn_name="cosine",
             use_instructions=True,  # prompt templates wrap every input
             training_datasets=None,
-            experiment_kwargs={"task_prompts": prompts} if prompts else None,
+            experiment_kwargs={"task_prompts": effective} if effective else None,
         )
 
     def prompt_for(self, task_name: str) -> str | None:
-        """The prompt override for ``task_name``; None = the encoder's default prompt."""
-        return self.task_prompts.get(task_name)
+        """The prompt for ``task_name``: this wrapper's override, else the encoder's own per-task
+        prompt (``encoder.task_prompts``, saved with a trained model); None = its default prompt."""
+        if task_name in self.task_prompts:
+            return self.task_prompts[task_name]
+        return (getattr(self.model, "task_prompts", None) or {}).get(task_name)
 
     def encode(
         self,

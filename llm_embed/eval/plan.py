@@ -157,7 +157,8 @@ def plan_cells(
     One cell unless ``grid`` or a ``poolings``/``prompts`` list is given. Defaults: ``last`` +
     ``clustering`` for a decoder, the saved pooling and prompt for a trained run, the model's
     own pooling + ``none`` for sentence-transformers. ``task_prompts`` (task -> prompt)
-    overrides the prompt for the listed tasks (single configuration only).
+    overrides the prompt for the listed tasks (single configuration only), over a trained run's
+    saved ``task_prompts`` (used unless a ``prompt`` is given).
     """
     user = dict(user_prompts or {})
     is_st = source.kind == "sentence-transformers"
@@ -175,6 +176,9 @@ def plan_cells(
             f"{source.model!r} is a sentence-transformers model: its pooling is its own"
         )
     saved = source.saved_config()
+    if not sweep and prompt is None and saved.get("task_prompts"):
+        # a trained run scores each task with its saved per-task prompt, as its callback did
+        task_prompts = {**saved["task_prompts"], **(task_prompts or {})}
     if is_st:
         pooling_axis = [ST_POOLING]
         default_pooling, default_prompt = ST_POOLING, "none"

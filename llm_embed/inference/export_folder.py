@@ -5,7 +5,8 @@ One folder serves both, so the merged weights are written once::
     out/
       config.json  model.safetensors  tokenizer.json ...   merged backbone: AutoModel.from_pretrained(out)
       llm_embed.json                    Encoder arguments but backbone: pooling, prompt, max_text_tokens, ...
-      modules.json  config_sentence_transformers.json       one module, llm_embed.inference.st_module.LLMEmbedTransformer
+      modules.json  config_sentence_transformers.json       one module, llm_embed.inference.st_module.LLMEmbedTransformer;
+                                        the per-task prompts as prompt names
       README.md                         model card: hub metadata, settings, training, scores, loading
       NOTICE  training_config.yaml      the base model's required notice (Gemma); a run's config
       openvino/openvino_model.{xml,bin} the backbone as an OpenVINO graph (inference_backend: openvino)
@@ -83,8 +84,10 @@ def export_model(
     from llm_embed.inference.st_module import LLMEmbedTransformer
 
     def write(tmp: Path) -> None:
-        st = SentenceTransformer(
-            modules=[LLMEmbedTransformer(encoder=encoder)], device=str(encoder.device)
+        st = SentenceTransformer(  # per-task prompts as its prompt names (mteb looks them up)
+            modules=[LLMEmbedTransformer(encoder=encoder)],
+            device=str(encoder.device),
+            prompts=encoder.task_prompts or None,
         )
         st.save(str(tmp), create_model_card=False)
         if encoder.inference_backend == "openvino":  # the fast path's graph, built once here

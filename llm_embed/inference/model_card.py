@@ -56,6 +56,14 @@ def _front_matter(terms: dict[str, str | None]) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
 
 
+def _task_prompt_rows(config: dict[str, Any]) -> str:
+    """Table rows for the per-task prompts (empty without any)."""
+    return "".join(
+        f"| prompt for {task} | `{template}` |\n"
+        for task, template in (config.get("task_prompts") or {}).items()
+    )
+
+
 def _training(run: Path) -> str:
     """How the run was trained, from its resolved config."""
     config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
@@ -144,7 +152,7 @@ Text embeddings from the decoder `{config["backbone"]}`{merged}, exported by llm
 |---|---|
 | pooling | `{json.dumps(config["pooling"])}` |
 | prompt template | `{config["prompt"]}` |
-| max_text_tokens | {config["max_text_tokens"]} (each text is cut to this many tokens before templating) |
+{_task_prompt_rows(config)}| max_text_tokens | {config["max_text_tokens"]} (each text is cut to this many tokens before templating) |
 | normalize | {config["normalize"]} (cosine similarity = dot product) |
 | layer | {config["layer"]} |
 | dimension | {encoder.embed_dim} |
@@ -168,7 +176,8 @@ The folder's one module is `{ST_MODULE}` from the installed `llm_embed`
 package (no code ships in this folder). sentence-transformers >= 6 imports classes outside its own
 namespace only with `trust_remote_code=True`: `load_sentence_transformer` checks that
 `modules.json` names nothing else and passes the flag; `SentenceTransformer(path,
-trust_remote_code=True)` works too. A `prompt=` given to `encode` replaces the template above.
+trust_remote_code=True)` works too. A `prompt=` given to `encode` replaces the template above;
+`prompt_name=` picks a per-task prompt from the table (mteb does so by task name).
 `backend="openvino"` runs the backbone through the OpenVINO graph in `openvino/` (the same float32
 vectors, about twice as fast on a CPU; built from these weights on first use if the folder has
 none); the default `backend="torch"` runs PyTorch.
