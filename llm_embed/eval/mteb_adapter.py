@@ -74,8 +74,8 @@ class MTEBEncoder(AbsEncoder):
                     f"task_prompts[{task!r}]={prompt!r} is invalid; map task names to non-empty prompt strings"
                 )
         self.model = encoder
-        self.task_prompts = prompts
-        effective = {**(getattr(encoder, "task_prompts", None) or {}), **prompts}
+        # the encoder's own per-task prompts (saved with a trained model), under the overrides
+        self.task_prompts = {**(getattr(encoder, "task_prompts", None) or {}), **prompts}
         self.mteb_model_meta = ModelMeta(
             loader=None,  # the model is already built; mteb never loads it
             name=f"llm-embed/{name}",
@@ -94,15 +94,13 @@ class MTEBEncoder(AbsEncoder):
             similarity_fn_name="cosine",
             use_instructions=True,  # prompt templates wrap every input
             training_datasets=None,
-            experiment_kwargs={"task_prompts": effective} if effective else None,
+            experiment_kwargs={"task_prompts": self.task_prompts} if self.task_prompts else None,
         )
 
     def prompt_for(self, task_name: str) -> str | None:
-        """The prompt for ``task_name``: this wrapper's override, else the encoder's own per-task
-        prompt (``encoder.task_prompts``, saved with a trained model); None = its default prompt."""
-        if task_name in self.task_prompts:
-            return self.task_prompts[task_name]
-        return (getattr(self.model, "task_prompts", None) or {}).get(task_name)
+        """The prompt for ``task_name`` (an override, else the encoder's own per-task prompt);
+        None = the encoder's default prompt."""
+        return self.task_prompts.get(task_name)
 
     def encode(
         self,
