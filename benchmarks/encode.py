@@ -288,7 +288,7 @@ def suite_delta(
         scores[path] = {}
         for seed in seeds:
             took, scores[path][seed] = timed(
-                lambda seed=seed, cached=cached: evaluate_clustering(cached, tasks, seed=seed),
+                lambda seed=seed, cached=cached: evaluate_clustering(cached, tasks, seeds=seed),
                 "cpu",
             )
             seconds.setdefault(path, took)

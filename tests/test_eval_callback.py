@@ -29,6 +29,7 @@ from llm_embed.errors import UserError
 from llm_embed.eval import tasks as eval_tasks
 from llm_embed.eval.callback import MEAN_KEY, SCORES_FILE, ClusteringEvalCallback, metric_key
 from llm_embed.eval.clustering import evaluate_clustering
+from llm_embed.eval.intervals import EVAL_SEEDS
 from llm_embed.eval.tasks import LocalClusteringTask, local_task_metadata
 
 TOPICS = ("sport", "music", "food", "travel")
@@ -210,6 +211,11 @@ def test_callback_logs_baseline_and_validation_scores(
     # the same history as plain JSON beside the logs, for scripts that do not read TensorBoard
     saved = json.loads((Path(trainer.log_dir) / SCORES_FILE).read_text())
     assert saved == {"tasks": list(TASKS), "history": callback.history}
+    for entry in saved["history"]:  # every seed's value is kept, and the score is their mean
+        assert entry["seeds"] == list(EVAL_SEEDS) and entry["split"] == "dev"
+        for task, values in entry["v_measures"].items():
+            assert len(values) == len(EVAL_SEEDS)
+            assert entry["scores"][task] == pytest.approx(sum(values) / len(values), abs=1e-12)
 
     summaries = [
         r.getMessage() for r in caplog.records if r.getMessage().startswith("mteb clustering")
@@ -243,7 +249,7 @@ def test_evaluate_restores_each_module_mode() -> None:
     module.encoder.train()
     module.encoder.head.eval()  # e.g. a frozen part kept in eval mode
     scores = ClusteringEvalCallback(tasks=TASKS).evaluate(module)
-    assert scores == pytest.approx(expected_scores(0.3), abs=1e-12)
+    assert {t: s.mean for t, s in scores.items()} == pytest.approx(expected_scores(0.3), abs=1e-12)
     assert module.encoder.training and not module.encoder.head.training
     assert all(not c["training"] and c["inference_mode"] for c in module.encoder.calls)
 
@@ -313,7 +319,11 @@ def test_missing_encoder_and_bad_arguments() -> None:
         "BBCNewsHeadlines",
         "BBCNewsArticles",
         "WordNetNounGlosses",
+        "DebianFortunes",
+        "KJVBiblePassages",
+        "EmojiNames",
     ]
+    assert ClusteringEvalCallback().split == "dev"
 
 
 def test_projector_logs_a_labelled_sample_of_each_task_at_each_evaluation(tmp_path: Path) -> None:
@@ -337,3 +347,34 @@ def test_projector_logs_a_labelled_sample_of_each_task_at_each_evaluation(tmp_pa
     too_many = ClusteringEvalCallback(tasks=TASKS, projector_samples=999)
     with pytest.raises(ValueError, match="projector_samples=999 is larger than task TinyTopicsA"):
         fit(make_trainer(tmp_path / "b", [too_many]), TinySystem())
+
+
+def test_report_split_scores_test_at_start_and_end_only(tmp_path: Path) -> None:
+    callback = ClusteringEvalCallback(tasks=TASKS, report_split="test")
+    module = TinySystem()
+    trainer = make_trainer(tmp_path, [callback])
+    fit(trainer, module)
+    stages = [(h["stage"], h["split"], h["step"]) for h in callback.history]
+    assert stages == [
+        ("baseline", "dev", 0),
+        ("start", "test", 0),
+        ("validation", "dev", 2),
+        ("validation", "dev", 4),
+        ("trained", "test", 4),
+    ]
+    # the test entries score the test texts: the same as scoring that split directly
+    start, trained = callback.history[1], callback.history[-1]
+    assert start["scores"] == pytest.approx(
+        evaluate_clustering(SignalEncoder(signal=0.3), TASKS, split="test"), abs=1e-12
+    )
+    assert trained["mean_v_measure"] > start["mean_v_measure"]
+    report = (Path(trainer.log_dir) / "test_report.md").read_text(encoding="utf-8")
+    assert "on the test split" in report and "this run, trained" in report
+    # the trained run minus its start, per seed
+    (line,) = [ln for ln in report.splitlines() if ln.startswith("| this run, trained |") and "[" in ln]
+    assert "this run, start" in line
+
+
+def test_report_split_must_differ_from_the_watched_split() -> None:
+    with pytest.raises(ValueError, match="report_split='dev'"):
+        ClusteringEvalCallback(tasks=TASKS, report_split="dev")

@@ -17,7 +17,7 @@ from mteb_reference import mteb_bootstrap_v_measure
 
 from llm_embed.errors import UserError
 from llm_embed.eval import tasks as eval_tasks
-from llm_embed.eval.clustering import evaluate_clustering
+from llm_embed.eval.clustering import evaluate_clustering, score_clustering
 from llm_embed.eval.mteb_adapter import MTEBEncoder
 from llm_embed.eval.tasks import (
     OFFLINE_SUITE,
@@ -94,13 +94,31 @@ def tiny_encoder() -> FakeEncoder:
 def test_v_measure_equals_sklearn_bootstrap(
     tiny_task: type[TinyTopics], tiny_encoder: FakeEncoder
 ) -> None:
-    scores = evaluate_clustering(tiny_encoder, ["TinyTopics"], batch_size=7)
+    scores = evaluate_clustering(tiny_encoder, ["TinyTopics"], batch_size=7, split="all", seeds=42)
     texts, labels = tiny_corpus()
     embeddings = np.stack([tiny_encoder.embed_one(t) for t in texts]).astype(np.float32)
     expected = mteb_bootstrap_v_measure(embeddings, labels, seed=tiny_task().seed, size=len(texts))
     assert list(scores) == ["TinyTopics"]
     assert 0.05 < expected < 0.95  # informative but not trivial, so a mismatch would show
     assert scores["TinyTopics"] == pytest.approx(expected, abs=1e-9)
+
+
+def test_dev_score_is_the_mean_over_seeds_of_one_embedding_pass(
+    tiny_task: type[TinyTopics], tiny_encoder: FakeEncoder
+) -> None:
+    seeds = (3, 7, 11, 19, 23)
+    scores = score_clustering(tiny_encoder, ["TinyTopics"], split="dev", seeds=seeds)["TinyTopics"]
+    texts, labels = tiny_task(split="dev").documents()
+    assert 0 < len(texts) < len(tiny_corpus()[0])
+    embeddings = np.stack([tiny_encoder.embed_one(t) for t in texts]).astype(np.float32)
+    expected = [mteb_bootstrap_v_measure(embeddings, labels, seed=s, size=len(texts)) for s in seeds]
+    assert scores.seeds == seeds
+    assert scores.values == pytest.approx(expected, abs=1e-9)
+    assert len(set(scores.values)) > 1  # the seed moves the score: that is what the interval shows
+    assert scores.low < scores.mean < scores.high
+    # embedded once for all five seeds, and only the dev texts
+    assert len(tiny_encoder.calls) == 1
+    assert sorted(tiny_encoder.calls[0][0]) == sorted(texts)
 
 
 def test_scores_repeat_across_calls(tiny_task: type[TinyTopics], tiny_encoder: FakeEncoder) -> None:
@@ -121,8 +139,10 @@ def test_stronger_signal_scores_higher(tiny_task: type[TinyTopics]) -> None:
 def test_real_bbc_subsample_matches_sklearn() -> None:
     articles = eval_tasks.corpora.bbc_news()
     encoder = FakeEncoder({a.headline: a.label for a in articles}, signal=1.5, dim=16)
-    scores = evaluate_clustering(encoder, ["BBCNewsHeadlines"], max_documents=300, batch_size=64)
-    task = BBCNewsHeadlines(max_documents=300)
+    scores = evaluate_clustering(
+        encoder, ["BBCNewsHeadlines"], max_documents=300, batch_size=64, split="test", seeds=5
+    )
+    task = BBCNewsHeadlines(max_documents=300, split="test", seed=5)
     task.load_data()
     data = task.dataset["test"]
     embeddings = np.stack([encoder.embed_one(t) for t in data["sentences"]]).astype(np.float32)
@@ -137,7 +157,7 @@ def test_encoder_sees_all_texts_in_order_with_task_prompt(
     evaluate_clustering(
         tiny_encoder, ["TinyTopics"], batch_size=16, task_prompts={"TinyTopics": "clustering"}
     )
-    texts, _ = tiny_corpus()
+    texts, _ = tiny_task(split="dev").documents()
     # one call with the whole set, so the encoder can sort all of it by length
     assert [call[0] for call in tiny_encoder.calls] == [texts]
     assert {call[1] for call in tiny_encoder.calls} == {16}

@@ -99,7 +99,9 @@ def test_cli_v_measure_equals_sklearn_on_encoder_embeddings(tiny_model_dir, tmp_
         "TinyTopics",
         "--pooling",
         "mean",
-        "--seed",
+        "--split",
+        "all",
+        "--seeds",
         str(seed),
     ]
     assert evaluate([*args, "--prompt", "clustering", "--batch-size", "8", "--out", str(out)]) == 0
@@ -113,7 +115,8 @@ def test_cli_v_measure_equals_sklearn_on_encoder_embeddings(tiny_model_dir, tmp_
     assert record["pooling"] == "mean" and record["prompt"] == "clustering"
     assert record["prompt_template"] == PROMPTS["clustering"]
     assert record["model"] == tiny_model_dir and record["adapter"] is None
-    assert record["seed"] == seed and record["max_documents"] is None
+    assert record["seeds"] == [seed] and record["v_measures"] == [record["v_measure"]]
+    assert record["split"] == "all" and record["max_documents"] is None
     assert set(record["versions"]) == {*VERSIONED}
     assert record["versions"]["mteb"] and record["git_revision"] and record["date"]
 
@@ -129,7 +132,7 @@ def test_openvino_backend_gives_the_pytorch_score_and_is_recorded(tiny_model_dir
 
 
 def test_layer_scores_that_hidden_layer_and_is_recorded(tiny_model_dir, tmp_path, capsys):
-    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--pooling", "mean", "--seed", "3"]
+    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--pooling", "mean", "--split", "all", "--seeds", "3"]
     assert evaluate([*args, "--out", str(tmp_path / "last")]) == 0
     assert evaluate([*args, "--layer", "1", "--out", str(tmp_path / "one")]) == 0
     (last,), (one,) = read(tmp_path / "last"), read(tmp_path / "one")
@@ -158,7 +161,7 @@ def test_layer_of_a_sentence_transformers_model_is_refused(tmp_path, capsys):
 
 def test_grid_writes_all_files_with_one_load_and_resumes(tiny_model_dir, tmp_path, monkeypatch):
     loads, calls = [], []
-    real_load, real_eval = eval_grid.load_encoder, eval_grid.evaluate_clustering
+    real_load, real_eval = eval_grid.load_encoder, eval_grid.score_clustering
 
     def counting_load(*a, **kw):
         loads.append(a[0].label)
@@ -169,7 +172,7 @@ def test_grid_writes_all_files_with_one_load_and_resumes(tiny_model_dir, tmp_pat
         return real_eval(*a, **kw)
 
     monkeypatch.setattr(eval_grid, "load_encoder", counting_load)
-    monkeypatch.setattr(eval_grid, "evaluate_clustering", counting_eval)
+    monkeypatch.setattr(eval_grid, "score_clustering", counting_eval)
     out = tmp_path / "grid"
     poolings, prompts = ["last", "mean", "eos"], ["none", "clustering"]
     args = [
@@ -304,13 +307,13 @@ def test_task_prompts_and_user_templates(tiny_model_dir, tmp_path):
 
 def test_per_task_caps_are_recorded_resumed_and_described(tiny_model_dir, tmp_path, monkeypatch):
     calls = []
-    real_eval = eval_grid.evaluate_clustering
+    real_eval = eval_grid.score_clustering
 
     def counting_eval(*a, **kw):
         calls.append((a[1][0], kw["max_documents"]))
         return real_eval(*a, **kw)
 
-    monkeypatch.setattr(eval_grid, "evaluate_clustering", counting_eval)
+    monkeypatch.setattr(eval_grid, "score_clustering", counting_eval)
     out = tmp_path / "caps"
     base = ["--model", tiny_model_dir, "--tasks", "TinyTopics,TinyColors", "--out", str(out)]
     assert evaluate([*base, "--max-documents", "30"]) == 0
@@ -361,6 +364,10 @@ def test_doc_caps_parse():
         (["--batch-size", "0"], "batch_size=0 is invalid"),
         (["--pooling", "last", "--poolings", "mean"], "not both"),
         (["--inference-backend", "onnx"], "inference_backend='onnx' is unknown"),
+        (["--seeds", "-1"], "seeds='-1' is invalid"),
+        (["--seeds", "3,3"], "seeds='3,3' is invalid"),
+        (["--seeds", "x"], "seeds='x' is invalid"),
+        (["--split", "train"], "split"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
@@ -486,3 +493,66 @@ def test_evaluate_draws_a_map_per_task_and_can_skip_them(tiny_model_dir, tmp_pat
                      "--out", str(none)]) == 0  # fmt: skip
     assert not list(none.glob("map-*.png"))
     assert evaluate(["--model", tiny_model_dir, "--map-samples", "-1", "--out", str(none)]) == 2
+
+
+# --- packaged baselines: scored once, reused while documents and versions match ------------------
+
+
+@pytest.mark.usefixtures("minilm_installed")
+def test_packaged_baseline_scores_are_cached_and_never_trusted_stale(
+    tiny_model_dir, tmp_path, monkeypatch, capfd
+):
+    from llm_embed.eval import score_cache
+
+    calls = []
+    real_eval = eval_grid.score_clustering
+
+    def counting_eval(encoder, tasks, **kw):
+        calls.append((encoder.name, tasks[0]))
+        return real_eval(encoder, tasks, **kw)
+
+    monkeypatch.setattr(eval_grid, "score_clustering", counting_eval)
+    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--baseline", "all-minilm-l6-v2"]
+    assert evaluate([*args, "--out", str(tmp_path / "a")]) == 0
+    minilm_calls = [c for c in calls if "minilm" in c[0].lower()]
+    assert len(minilm_calls) == 1
+    first = [r for r in read(tmp_path / "a") if r["role"] == "baseline"]
+    assert len(first) == 1 and first[0]["documents_sha256"]
+
+    # a fresh output folder: the baseline comes from the cache, in one log line
+    calls.clear()
+    capfd.readouterr()
+    assert evaluate([*args, "--out", str(tmp_path / "b")]) == 0
+    assert [c for c in calls if "minilm" in c[0].lower()] == []
+    assert len(calls) == 1  # the decoder itself is scored again
+    log = capfd.readouterr().err
+    assert log.count("reused the cached scores") == 1 and "loaded all-minilm-l6-v2" not in log
+    (again,) = [r for r in read(tmp_path / "b") if r["role"] == "baseline"]
+    assert again["v_measures"] == first[0]["v_measures"]
+    table = (tmp_path / "b" / "results.md").read_text(encoding="utf-8")
+    assert "Paired differences" in table and "all-minilm-l6-v2" in table
+
+    # other documents (a changed corpus) or a corrupt cache: scored again
+    for spoil in ("documents", "corrupt"):
+        calls.clear()
+        if spoil == "documents":
+            monkeypatch.setattr(TinyTopics, "corpus", lambda self: make_corpus(TOPICS, 10))
+        else:
+            score_cache.cache_path().write_text("{not json", encoding="utf-8")
+        assert evaluate([*args, "--out", str(tmp_path / spoil)]) == 0
+        assert len([c for c in calls if "minilm" in c[0].lower()]) == 1, spoil
+
+
+def test_paired_table_marks_differences_whose_interval_excludes_zero():
+    from llm_embed.eval.intervals import SeedScores
+    from llm_embed.eval.results import Row, paired_lines
+
+    seeds = (1, 2, 3)
+    base = Row("minilm", "baseline", "native", "none", {"T": SeedScores(seeds, (0.5, 0.6, 0.55))})
+    good = Row("m", "model", "mean", "p", {"T": SeedScores(seeds, (0.6, 0.71, 0.64))})
+    same = Row("n", "model", "mean", "p", {"T": SeedScores(seeds, (0.51, 0.59, 0.55))})
+    lines = paired_lines([base, good, same], ["T"])
+    good_line = next(line for line in lines if line.startswith("| m |"))
+    same_line = next(line for line in lines if line.startswith("| n |"))
+    assert good_line.count("*") == 2 and "+0.1000" in good_line  # the task and the mean
+    assert "*" not in same_line

@@ -164,3 +164,134 @@ def bbc_news() -> tuple[Article, ...]:
             headline, _, body = raw.strip().partition("\n")
             articles.append(Article(headline.strip(), " ".join(body.split()), label))
     return tuple(articles)
+
+
+# -- labelled corpora from Debian's text packages (evaluation only; never committed) -------------
+
+_FORTUNE_DIRS = ("/usr/share/games/fortunes", "/usr/share/fortunes", "/usr/local/share/games/fortunes")
+# The topical files of Debian's ``fortunes`` package with 50 or more entries (the others are
+# mixed bags: "fortunes", "miscellaneous", "wisdom", or one person's quotes).
+FORTUNE_CATEGORIES = (
+    "art", "computers", "drugs", "education", "food", "law", "love", "medicine", "pets",
+    "politics", "science", "sports",
+)  # fmt: skip
+FORTUNE_MAX_WORDS = 200  # a few entries are whole essays; a clustering text is a saying
+_OVERSTRIKE = (re.compile(r"_+\x08+"), re.compile(r".\x08"))  # nroff underline, then bold
+
+
+def _fortune_dir() -> Path:
+    for candidate in _FORTUNE_DIRS:
+        if all((Path(candidate) / c).is_file() for c in FORTUNE_CATEGORIES):
+            return Path(candidate)
+    raise UserError("fortune files not found: install Debian's fortunes (apt-get install fortunes)")
+
+
+@lru_cache(maxsize=1)
+def fortunes() -> tuple[list[str], list[str]]:
+    """Fortune cookies (Debian ``fortunes``) labelled by file: art, computers, ..., sports.
+
+    Entries are separated by lines holding ``%``; overstrike is stripped, whitespace collapsed,
+    and entries with mis-encoded text (``Ã``) or over :data:`FORTUNE_MAX_WORDS` words dropped.
+    """
+    root = _fortune_dir()
+    texts, labels = [], []
+    for category in FORTUNE_CATEGORIES:
+        raw = (root / category).read_bytes().decode("utf-8", errors="replace")
+        for entry in re.split(r"^%\s*$", raw, flags=re.M):
+            for pattern in _OVERSTRIKE:
+                entry = pattern.sub("", entry)
+            entry = " ".join(entry.split())
+            if entry and "\u00c3" not in entry and len(entry.split()) <= FORTUNE_MAX_WORDS:
+                texts.append(entry)
+                labels.append(category)
+    return texts, labels
+
+
+# The King James Bible's books (as the ``bible`` program abbreviates them) by canonical division.
+KJV_DIVISIONS = {
+    "law": "Ge Exo Lev Num Deu",
+    "ot_history": "Josh Jdgs Ruth 1Sm 2Sm 1Ki 2Ki 1Chr 2Chr Ezra Neh Est",
+    "wisdom_poetry": "Job Psa Prv Eccl SSol",
+    "prophets": "Isa Jer Lam Eze Dan Hos Joel Amos Obad Jonah Mic Nahum Hab Zep Hag Zec Mal",
+    "gospels_acts": "Mat Mark Luke John Acts",
+    "epistles": "Rom 1Cor 2Cor Gal Eph Phi Col 1Th 2Th 1Tim 2Tim Titus Phmn Heb Jas 1Pet 2Pet 1Jn "
+    "2Jn 3Jn Jude",
+    "revelation": "Rev",
+}
+KJV_VERSES_PER_PASSAGE = 5  # one verse is too generic to place; five read as a passage
+_VERSE = re.compile(r"(\S+?)(\d+):(\d+) (.*)")
+
+
+@lru_cache(maxsize=1)
+def kjv_passages() -> tuple[list[str], list[str]]:
+    """Runs of five consecutive verses of one chapter of the KJV Bible, labelled by division.
+
+    The text comes from Debian's ``bible-kjv`` (its ``bible`` program prints every verse).
+    """
+    import shutil
+    import subprocess
+
+    program = shutil.which("bible")
+    if program is None:
+        raise UserError("the KJV Bible is not installed: apt-get install bible-kjv")
+    try:
+        out = subprocess.run(
+            [program, "-f", "Gen1:1-Rev22:21"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as err:
+        raise UserError(f"the bible program failed ({err}): reinstall bible-kjv") from None
+    division = {book: d for d, books in KJV_DIVISIONS.items() for book in books.split()}
+    chapters: dict[tuple[str, str], list[str]] = {}
+    for line in out.splitlines():
+        match = _VERSE.match(line)
+        if match is not None:
+            chapters.setdefault((match[1], match[2]), []).append(match[4].strip())
+    texts, labels = [], []
+    n = KJV_VERSES_PER_PASSAGE
+    for (book, _), verses in chapters.items():
+        for i in range(0, len(verses), n):
+            texts.append(" ".join(verses[i : i + n]))
+            labels.append(division[book])
+    if len(texts) < 1000:
+        raise UserError(f"the bible program printed {len(texts)} passages: reinstall bible-kjv")
+    return texts, labels
+
+
+_EMOJI_TEST = ("/usr/share/unicode/emoji/emoji-test.txt", "/usr/local/share/unicode/emoji/emoji-test.txt")
+# Flags name themselves ("flag: ..."), components are skin tones and hair styles: left out.
+EMOJI_DROPPED_GROUPS = ("Flags", "Component")
+
+
+@lru_cache(maxsize=1)
+def emoji_names() -> tuple[list[str], list[str]]:
+    """Unicode's emoji names ("grinning face") labelled by emoji group (Debian ``unicode-data``).
+
+    Fully-qualified emoji only, without skin-tone variants.
+    """
+    path = next((Path(p) for p in _EMOJI_TEST if Path(p).is_file()), None)
+    if path is None:
+        raise UserError("Unicode's emoji-test.txt not found: apt-get install unicode-data")
+    texts, labels, group = [], [], None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# group:"):
+            group = line.split(":", 1)[1].strip()
+            continue
+        if line.startswith("#") or ";" not in line or "#" not in line:
+            continue
+        status, comment = line.split(";", 1)[1].split("#", 1)
+        parts = comment.split(None, 2)  # "<emoji> E1.0 grinning face"
+        if len(parts) < 3 or status.strip() != "fully-qualified" or group in EMOJI_DROPPED_GROUPS:
+            continue
+        name = parts[2].strip()
+        if "skin tone" not in name:
+            texts.append(name)
+            labels.append(group)
+    return texts, labels
+
+
+def check_debian_corpora() -> None:
+    """Raise UserError unless every Debian text package the suite reads is installed."""
+    wordnet_dir()
+    _fortune_dir()
+    emoji_names()
+    kjv_passages()

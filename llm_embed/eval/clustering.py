@@ -1,4 +1,4 @@
-"""``evaluate_clustering``: V-measure of an llm-embed encoder on clustering tasks, via ``mteb``.
+"""``score_clustering``: V-measure of an llm-embed encoder on clustering tasks, via ``mteb``, per seed.
 
 Each call builds fresh task instances and runs ``mteb.evaluate(..., cache=None)``: mteb's
 default result cache would return stale scores for a model name it has seen, and a reused task
@@ -14,6 +14,7 @@ from typing import Any
 
 import mteb
 
+from llm_embed.eval.intervals import EVAL_SEEDS, SeedScores, check_seeds
 from llm_embed.eval.mteb_adapter import MTEBEncoder
 from llm_embed.eval.tasks import OFFLINE_SUITE, get_tasks, load_task_data, preserve_global_rng
 
@@ -39,56 +40,115 @@ def _quiet_logging(enabled: bool) -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def evaluate_clustering(
+def score_clustering(
     encoder: Any,  # duck-typed llm-embed encoder (name + encode)
     task_names: Sequence[str] = OFFLINE_SUITE,
     *,
+    split: str = "dev",
+    seeds: int | Sequence[int] = EVAL_SEEDS,
     batch_size: int = 32,
     max_documents: int | None = None,
     task_prompts: Mapping[str, str] | None = None,
     show_progress: bool = False,
-    seed: int = 42,
-) -> dict[str, float]:
-    """Main-score V-measure of ``encoder`` on each clustering task.
+) -> dict[str, SeedScores]:
+    """V-measure of ``encoder`` on each clustering task, once per evaluation seed.
 
-    mteb embeds each task's documents once, then runs 10 rounds of MiniBatchKMeans (k = number of
-    labels, n_init=1) on bootstrap samples; the score is the mean V-measure over the rounds.
+    Per seed, mteb runs 10 rounds of MiniBatchKMeans (k = number of labels, n_init=1) on
+    bootstrap samples drawn with that seed and averages their V-measure. The documents are
+    embedded once: every seed after the first reuses the vectors (a fresh task instance per seed,
+    so each seed's numbers are what a lone run at that seed gives).
 
     Args:
         encoder: Object with ``name`` and ``encode(texts, *, batch_size, prompt) -> (N, H)``.
         task_names: Local task names (``llm_embed.eval.tasks.LOCAL_TASKS``) or real MTEB
             clustering task names (these need their data in the HF cache or a network).
+        split: ``dev`` (where choices are made), ``test`` (what is reported) or ``all``.
+        seeds: Evaluation seeds (bootstrap samples and k-means starts; under ``split="all"``
+            also the subsample).
         batch_size: Texts per ``encoder.encode`` call.
         max_documents: Cap on documents per task (seeded subsample); None = task default.
         task_prompts: Task name -> prompt override; absent tasks use the encoder's default.
         show_progress: Show mteb's progress bars and INFO logs.
-        seed: Seed of subsampling and of mteb's bootstrap rounds (mteb's default: 42).
 
     Returns:
-        ``{task_name: v_measure}`` in the order of ``task_names``.
+        ``{task_name: SeedScores}`` in the order of ``task_names``.
 
     Raises:
         UserError: Unknown task name, or a real MTEB task whose data cannot be downloaded.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is invalid; use an int >= 1")
+    seeds = check_seeds(seeds)
     model = MTEBEncoder(encoder, task_prompts=task_prompts)
+    scores: dict[str, SeedScores] = {}
     # AbsTask() reseeds the global RNGs: keep the caller's (e.g. a training run's) streams intact.
     with preserve_global_rng(), _quiet_logging(not show_progress):
-        tasks = get_tasks(task_names, max_documents=max_documents, seed=seed)
-        for task in tasks:
-            load_task_data(task)  # fails early, as one line, if an MTEB dataset is unreachable
-        result = mteb.evaluate(
-            model,
-            tasks,
-            cache=None,
-            co2_tracker=False,
-            raise_error=True,
-            encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress},
-            show_progress_bar=show_progress,
-        )
+        names = [t.metadata.name for t in get_tasks(task_names, split=split)]  # checks every name
+        for name in names:
+            texts_before, seconds_before = model.encoded_texts, model.encode_seconds
+            values = []
+            for seed in seeds:
+                task = get_tasks([name], max_documents=max_documents, seed=seed, split=split)[0]
+                load_task_data(task)  # fails early, as one line, if an MTEB dataset is unreachable
+                values.append(_main_score(model, task, batch_size, show_progress))
+            scores[name] = SeedScores(seeds, tuple(values))
+            texts = model.encoded_texts - texts_before
+            seconds = model.encode_seconds - seconds_before
+            logger.info(
+                "%s (%s): V-measure %s over %d seeds | %d texts embedded in %.1f s (%.0f texts/s)",
+                name,
+                split,
+                scores[name].format(),
+                len(seeds),
+                texts,
+                seconds,
+                texts / seconds if seconds > 0 else float("nan"),
+            )
+    return scores
+
+
+def _main_score(model: MTEBEncoder, task: Any, batch_size: int, show_progress: bool) -> float:
+    """One task's main score under its own seed, through ``mteb.evaluate``."""
+    result = mteb.evaluate(
+        model,
+        [task],
+        cache=None,
+        co2_tracker=False,
+        raise_error=True,
+        encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress},
+        show_progress_bar=show_progress,
+    )
     scores = {tr.task_name: float(tr.get_score()) for tr in result.task_results}
-    missing = [t.metadata.name for t in tasks if t.metadata.name not in scores]
-    if missing:  # raise_error=True makes this unexpected; keep it loud rather than return NaN
-        raise RuntimeError(f"mteb returned no score for {missing}: {result.exceptions}")
-    return {t.metadata.name: scores[t.metadata.name] for t in tasks}
+    name = task.metadata.name
+    if name not in scores:  # raise_error=True makes this unexpected; keep it loud, not NaN
+        raise RuntimeError(f"mteb returned no score for {name}: {result.exceptions}")
+    return scores[name]
+
+
+def evaluate_clustering(
+    encoder: Any,  # duck-typed llm-embed encoder (name + encode)
+    task_names: Sequence[str] = OFFLINE_SUITE,
+    *,
+    split: str = "dev",
+    seeds: int | Sequence[int] = EVAL_SEEDS,
+    batch_size: int = 32,
+    max_documents: int | None = None,
+    task_prompts: Mapping[str, str] | None = None,
+    show_progress: bool = False,
+) -> dict[str, float]:
+    """Mean V-measure over ``seeds`` of ``encoder`` on each task (:func:`score_clustering`'s means).
+
+    Returns:
+        ``{task_name: v_measure}`` in the order of ``task_names``.
+    """
+    scores = score_clustering(
+        encoder,
+        task_names,
+        split=split,
+        seeds=seeds,
+        batch_size=batch_size,
+        max_documents=max_documents,
+        task_prompts=task_prompts,
+        show_progress=show_progress,
+    )
+    return {name: s.mean for name, s in scores.items()}

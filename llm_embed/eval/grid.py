@@ -28,7 +28,9 @@ from typing import Any
 
 from llm_embed._fs import check_output
 from llm_embed.errors import UserError
-from llm_embed.eval.clustering import evaluate_clustering
+from llm_embed.eval import score_cache
+from llm_embed.eval.clustering import score_clustering
+from llm_embed.eval.intervals import EVAL_SEEDS, check_seeds
 from llm_embed.eval.plan import Cell, DocCaps, load_task_prompts, plan_cells
 from llm_embed.eval.results import (
     RESULTS_JSON,
@@ -44,14 +46,13 @@ from llm_embed.eval.results import (
     render,
     write_records,
 )
-from llm_embed.eval.tasks import OFFLINE_SUITE, get_tasks
+from llm_embed.eval.tasks import OFFLINE_SUITE, SPLITS, documents_sha256, get_tasks
 from llm_embed.inference.distributed import InferenceGroup
 from llm_embed.inference.load import KINDS, MODEL_HELP, ModelSource, load_model, resolve_model
 from llm_embed.prompts import load_prompts
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SEED = 42  # mteb's own default task seed
 
 
 def _option(help: str, **extra: Any) -> Any:
@@ -149,9 +150,22 @@ class EvalConfig:
         ),
     )
     batch_size: int = field(default=32, metadata=_option("texts per forward pass (default: 32)"))
-    seed: int = field(
-        default=DEFAULT_SEED,
-        metadata=_option(f"task seed: subsample and k-means bootstrap (default: {DEFAULT_SEED})"),
+    split: str = field(
+        default="dev",
+        metadata=_option(
+            "which texts of each local task: dev (where every choice is made), test (what is "
+            "reported; never choose on it) or all (the whole set, as scored before the split) "
+            "(default: dev)",
+            choices=SPLITS,
+        ),
+    )
+    seeds: Sequence[int] | str | int = field(
+        default=EVAL_SEEDS,
+        metadata=_option(
+            "evaluation seeds, comma-separated: each draws mteb's bootstrap samples and k-means "
+            "starts over the same embeddings (under --split all also the subsample); a score is "
+            f"their mean with a 95%% interval (default: {','.join(map(str, EVAL_SEEDS))})"
+        ),
     )
     baselines: Sequence[str] | str | None = field(
         default=(),
@@ -200,6 +214,19 @@ def _names(value: Sequence[str] | str | None) -> list[str] | None:
     return [part.strip() for item in items for part in str(item).split(",") if part.strip()]
 
 
+def _seeds(value: Sequence[int] | str | int) -> tuple[int, ...]:
+    """The evaluation seeds from a list, one int or comma-separated text; UserError if invalid."""
+    items = _names(value) if isinstance(value, str) else value
+    try:
+        if isinstance(items, list):
+            items = [int(v) for v in items]
+        return check_seeds(items)
+    except ValueError:
+        raise UserError(
+            f"seeds={value!r} is invalid; give distinct ints >= 0, e.g. --seeds 42,43,44,45,46"
+        ) from None
+
+
 def load_encoder(source: ModelSource, first: Cell, config: EvalConfig) -> Any:
     """Build the encoder of ``source`` once, with the first cell's pooling (later cells swap it)."""
     start = time.monotonic()
@@ -232,7 +259,7 @@ def _draw_maps(
     tasks: Sequence[str],
     out: Path,
     *,
-    seed: int,
+    split: str,
     encoder: Any = None,
 ) -> None:
     """A t-SNE map per task (``map-<task>.png``) for the model's first configuration; kept on resume.
@@ -253,7 +280,7 @@ def _draw_maps(
         encoder.set_pooling(cells[0].pooling)
     for task in tqdm(missing, desc="maps", unit="task", disable=not config.progress):
         path = draw_map(encoder, task, out / f"map-{task}.png", samples=config.map_samples,
-                        seed=seed, prompt=cells[0].template(task))  # fmt: skip
+                        split=split, prompt=cells[0].template(task))  # fmt: skip
         if path is not None:
             log.info("wrote %s", path)
 
@@ -275,9 +302,12 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
 
     group = InferenceGroup(config.accelerator, config.devices, config.num_nodes)
     caps = DocCaps.parse(config.max_documents)
-    batch_size, seed = config.batch_size, config.seed
+    batch_size, split = config.batch_size, config.split
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"batch_size={batch_size!r} is invalid; use an int >= 1")
+    if split not in SPLITS:
+        raise UserError(f"split={split!r} is invalid; use one of {', '.join(SPLITS)}")
+    seeds = _seeds(config.seeds)
     tasks = OFFLINE_SUITE if config.tasks is None else _names(config.tasks)
     task_prompts = config.task_prompts
     if isinstance(task_prompts, str):
@@ -335,7 +365,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         return None if source.kind == "sentence-transformers" else layer
 
     def key(source: ModelSource, cell: Cell, task: str) -> tuple:
-        return cell_key(source, cell, task, seed=seed, max_documents=caps(task),
+        return cell_key(source, cell, task, split=split, seeds=seeds, max_documents=caps(task),
                         truncate_dim=dim, inference_dtype=dtype, layer=own_layer(source))  # fmt: skip
 
     from llm_embed.encoder import check_inference_options  # lazily: it imports transformers
@@ -345,6 +375,37 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
 
     def pending(source: ModelSource, cell: Cell) -> list[str]:
         return [t for t in task_names if key(source, cell, t) not in done]
+
+    hashes: dict[str, str | None] = {}
+
+    def documents(task: str) -> str | None:
+        if task not in hashes:
+            hashes[task] = documents_sha256(task, split=split, max_documents=caps(task))
+        return hashes[task]
+
+    cache = score_cache.read_cache() if any(score_cache.cacheable(s) for s, _ in plans) else []
+
+    def cached(source: ModelSource, cell: Cell, task: str) -> dict[str, Any] | None:
+        if not score_cache.cacheable(source):
+            return None
+        hit = score_cache.lookup(cache, key(source, cell, task), documents(task),
+                                 provenance["versions"])  # fmt: skip
+        return None if hit is None else {**hit, "role": source.role}
+
+    def keep(record: dict[str, Any]) -> None:
+        records.append(record)
+        done[record_key(record)] = record
+        if group.is_main:
+            write_records(results_path, records)
+
+    for source, cells in plans:  # a packaged baseline's scores from earlier runs, if they stand
+        for cell in cells:
+            for task in pending(source, cell):
+                hit = cached(source, cell, task)
+                if hit is not None:
+                    log.info("%s on %s (%s split): reused the cached scores from %s",
+                             source.label, task, split, score_cache.cache_path())  # fmt: skip
+                    keep(hit)
 
     total = sum(len(cells) * len(task_names) for _, cells in plans)
     todo = sum(len(pending(s, c)) for s, cells in plans for c in cells)
@@ -380,13 +441,14 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                     if source.kind != "sentence-transformers":
                         encoder.set_pooling(cell.pooling)
                     start = time.monotonic()
-                    score = evaluate_clustering(
+                    score = score_clustering(
                         encoder,
                         [task],
+                        split=split,
+                        seeds=seeds,
                         batch_size=batch_size,
                         max_documents=caps(task),
                         task_prompts={task: cell.template(task)},
-                        seed=seed,
                     )[task]
                     seconds = time.monotonic() - start
                     record = make_record(
@@ -394,7 +456,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         cell,
                         task,
                         score,
-                        seed=seed,
+                        split=split,
                         max_documents=caps(task),
                         batch_size=batch_size,
                         seconds=seconds,
@@ -403,31 +465,31 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         inference_dtype=dtype,
                         inference_backend=getattr(whole, "inference_backend", None),
                         layer=own_layer(source),
+                        documents_sha256=documents(task),
                     )
-                    records.append(record)
-                    done[record_key(record)] = record
-                    if group.is_main:
-                        write_records(results_path, records)
+                    keep(record)
+                    if group.is_main and score_cache.cacheable(source):
+                        score_cache.store(record)
                     log.info(
-                        "%s | %s | %s | %s: V-measure %.4f (%.1f s)",
+                        "%s | %s | %s | %s: V-measure %s (%.1f s)",
                         source.label,
                         cell.pooling,
                         cell.prompt,
                         task,
-                        score,
+                        score.format(),
                         seconds,
                     )
                     bar.update(1)
             if config.map_samples and index == 0 and group.is_main:  # while it is loaded
-                _draw_maps(config, plans[0], task_names, out, seed=seed, encoder=whole)
+                _draw_maps(config, plans[0], task_names, out, split=split, encoder=whole)
             del encoder, whole
             gc.collect()
     finally:
         bar.close()
     if group.is_main:
-        render(out, task_names, seed=seed, caps=caps, provenance=provenance)
+        render(out, task_names, split=split, seeds=seeds, caps=caps, provenance=provenance)
         log.info("wrote %s, %s and %s in %s", RESULTS_JSON, RESULTS_MD, RESULTS_PNG, out)
         if config.map_samples:
-            _draw_maps(config, plans[0], task_names, out, seed=seed)
+            _draw_maps(config, plans[0], task_names, out, split=split)
     group.barrier()
     return [done[key(s, c, t)] for s, cells in plans for c in cells for t in task_names]

@@ -18,10 +18,12 @@ from llm_embed.eval.tasks import get_tasks, load_task_data, preserve_global_rng
 log = logging.getLogger(__name__)
 
 
-def task_texts(task_name: str, seed: int = 42) -> tuple[list[str], list[str]]:
-    """The texts and labels a task scores (its seeded subsample), or ([], []) if unreadable."""
+def task_texts(
+    task_name: str, seed: int = 42, split: str = "dev"
+) -> tuple[list[str], list[str]]:
+    """The texts and labels a task scores (its split, subsampled), or ([], []) if unreadable."""
     with preserve_global_rng():
-        task = get_tasks([task_name], seed=seed)[0]
+        task = get_tasks([task_name], seed=seed, split=split)[0]
         load_task_data(task)
     try:
         split = task.dataset["test"]
@@ -40,13 +42,14 @@ def draw_map(
     *,
     samples: int = 500,
     seed: int = 42,
+    split: str = "dev",
     prompt: str | None = None,
 ) -> Path | None:
     """Embed ``samples`` of the task's texts, t-SNE them to 2-D, scatter by label; the PNG path.
 
     None when the task's texts cannot be read this way (the scores are unaffected).
     """
-    texts, labels = task_texts(task_name, seed=seed)
+    texts, labels = task_texts(task_name, seed=seed, split=split)
     if not texts:
         log.info("no map for %s: its texts are not in a readable split", task_name)
         return None

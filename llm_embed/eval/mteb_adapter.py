@@ -14,6 +14,7 @@ mteb refuses a plain object ("No model implementation is available"): the wrappe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,10 @@ class MTEBEncoder(AbsEncoder):
             overrides the encoder's prompt for that task. Tasks not listed use the encoder's own
             ``task_prompts`` entry if it has one, else its default prompt.
 
+    Every vector is kept, keyed by (prompt, text), for the wrapper's lifetime: scoring the same
+    documents under several evaluation seeds embeds them once. ``encoded_texts`` and
+    ``encode_seconds`` count the texts that reached the encoder and the time they took.
+
     Example:
         >>> model = MTEBEncoder(encoder, task_prompts={"BBCNewsHeadlines": "clustering"})
         >>> mteb.evaluate(model, tasks, cache=None)  # doctest: +SKIP
@@ -74,6 +79,9 @@ class MTEBEncoder(AbsEncoder):
                     f"task_prompts[{task!r}]={prompt!r} is invalid; map task names to non-empty prompt strings"
                 )
         self.model = encoder
+        self._vectors: dict[tuple[str | None, str], np.ndarray] = {}
+        self.encoded_texts = 0
+        self.encode_seconds = 0.0
         # the encoder's own per-task prompts (saved with a trained model), under the overrides
         self.task_prompts = {**(getattr(encoder, "task_prompts", None) or {}), **prompts}
         self.mteb_model_meta = ModelMeta(
@@ -114,21 +122,28 @@ class MTEBEncoder(AbsEncoder):
     ) -> np.ndarray:
         """Embed every text of ``inputs`` (batches of dicts with ``"text"``), in order: (N, H) float32.
 
-        The texts of all batches go to the encoder in one call so that it can sort the whole set
-        by length: batches of similar length waste far less compute on padding than mteb's order.
+        The texts not embedded yet (under this task's prompt) go to the encoder in one call so
+        that it can sort the whole set by length: batches of similar length waste far less
+        compute on padding than mteb's order.
         """
         batch_size = int(kwargs.get("batch_size") or 32)
         prompt = self.prompt_for(task_metadata.name)
         texts = [text for batch in inputs for text in batch["text"]]
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        emb = self.model.encode(texts, batch_size=batch_size, prompt=prompt)
-        if hasattr(emb, "detach"):  # a torch.Tensor, per the contract
-            emb = emb.detach().float().cpu().numpy()
-        emb = np.asarray(emb, dtype=np.float32)
-        if emb.ndim != 2 or emb.shape[0] != len(texts):
-            raise RuntimeError(
-                f"{type(self.model).__name__}.encode returned shape {emb.shape} for "
-                f"{len(texts)} texts; expected ({len(texts)}, H)"
-            )
-        return emb
+        new = list(dict.fromkeys(t for t in texts if (prompt, t) not in self._vectors))
+        if new:
+            start = time.monotonic()
+            emb = self.model.encode(new, batch_size=batch_size, prompt=prompt)
+            if hasattr(emb, "detach"):  # a torch.Tensor, per the contract
+                emb = emb.detach().float().cpu().numpy()
+            emb = np.asarray(emb, dtype=np.float32)
+            if emb.ndim != 2 or emb.shape[0] != len(new):
+                raise RuntimeError(
+                    f"{type(self.model).__name__}.encode returned shape {emb.shape} for "
+                    f"{len(new)} texts; expected ({len(new)}, H)"
+                )
+            self.encode_seconds += time.monotonic() - start
+            self.encoded_texts += len(new)
+            self._vectors.update(((prompt, t), v) for t, v in zip(new, emb, strict=True))
+        return np.stack([self._vectors[(prompt, t)] for t in texts])

@@ -21,6 +21,7 @@ from typing import Any
 
 from llm_embed._fs import atomic_write, atomic_write_text
 from llm_embed.errors import UserError
+from llm_embed.eval.intervals import SeedScores, mean_over_tasks
 from llm_embed.eval.plan import Cell, DocCaps
 from llm_embed.inference.load import ModelSource
 
@@ -28,7 +29,7 @@ RESULTS_JSON, RESULTS_MD, RESULTS_PNG = "results.json", "results.md", "results.p
 VERSIONED = ("torch", "transformers", "peft", "mteb", "sentence-transformers", "llm-embed")
 # The settings that make two records the same measurement (the resume key).
 KEY_FIELDS = (
-    "model", "adapter", "pooling", "prompt_template", "task", "seed", "max_documents",
+    "model", "adapter", "pooling", "prompt_template", "task", "split", "seeds", "max_documents",
     "truncate_dim", "inference_dtype", "layer",
 )  # fmt: skip
 
@@ -77,9 +78,9 @@ def make_record(
     source: ModelSource,
     cell: Cell,
     task: str,
-    v_measure: float,
+    scores: SeedScores,
     *,
-    seed: int,
+    split: str,
     max_documents: int | None,
     batch_size: int,
     seconds: float,
@@ -88,8 +89,13 @@ def make_record(
     inference_dtype: str | None = None,
     inference_backend: str | None = None,
     layer: int | None = None,
+    documents_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """One results.json record: what was measured, with which settings, by which code."""
+    """One results.json record: what was measured, with which settings, by which code.
+
+    ``v_measure`` is the mean over the evaluation seeds; ``v_measures`` keeps each seed's value
+    (in ``seeds`` order) and ``ci95`` the 95% interval of the mean.
+    """
     return {
         "model": source.model,
         "adapter": source.adapter,
@@ -99,13 +105,14 @@ def make_record(
         "prompt": cell.prompt,
         "prompt_template": cell.template(task),
         "task": task,
-        "v_measure": v_measure,
-        "seed": seed,
+        "split": split,
+        **scores.to_dict(),
         "max_documents": max_documents,
         "truncate_dim": truncate_dim,
         "inference_dtype": inference_dtype,
         "inference_backend": inference_backend,  # what ran (the timing depends on it)
         "layer": layer,  # the --layer asked for (None: the model's own)
+        "documents_sha256": documents_sha256,  # what was scored (None: a real MTEB task)
         "batch_size": batch_size,
         "seconds": round(seconds, 2),
         **provenance,
@@ -113,8 +120,10 @@ def make_record(
 
 
 def record_key(record: Mapping[str, Any]) -> tuple:
-    """The resume key of a record (see ``KEY_FIELDS``)."""
-    return tuple(record.get(k) for k in KEY_FIELDS)
+    """The resume key of a record (see ``KEY_FIELDS``; lists, as JSON keeps them, become tuples)."""
+    return tuple(
+        tuple(v) if isinstance(v := record.get(k), list) else v for k in KEY_FIELDS
+    )
 
 
 def cell_key(
@@ -122,7 +131,8 @@ def cell_key(
     cell: Cell,
     task: str,
     *,
-    seed: int,
+    split: str,
+    seeds: Sequence[int],
     max_documents: int | None,
     truncate_dim: int | None = None,
     inference_dtype: str | None = None,
@@ -135,7 +145,8 @@ def cell_key(
         "pooling": cell.pooling,
         "prompt_template": cell.template(task),
         "task": task,
-        "seed": seed,
+        "split": split,
+        "seeds": tuple(seeds),
         "max_documents": max_documents,
         "truncate_dim": truncate_dim,
         "inference_dtype": inference_dtype,
@@ -163,28 +174,44 @@ def write_records(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
     atomic_write_text(path, text)
 
 
+def record_scores(record: Mapping[str, Any]) -> SeedScores:
+    """A record's per-seed V-measures (a record from before seeds were kept: its one ``seed``)."""
+    if "v_measures" in record:
+        return SeedScores(tuple(record["seeds"]), tuple(float(v) for v in record["v_measures"]))
+    return SeedScores((record["seed"],), (float(record["v_measure"]),))
+
+
 @dataclass
 class Row:
-    """One table row: a configuration of one model, with its score per task."""
+    """One table row: a configuration of one model, with its scores per task."""
 
     model: str  # ModelSource.label
     role: str
     pooling: str
     prompt: str
-    scores: dict[str, float]
+    scores: dict[str, SeedScores]
 
-    def mean(self, tasks: Sequence[str]) -> float | None:
-        """Mean over ``tasks``; None unless every task has a score."""
+    def mean(self, tasks: Sequence[str]) -> SeedScores | None:
+        """The per-seed mean over ``tasks``; None unless every task has a score under one seed set."""
         if not tasks or any(t not in self.scores for t in tasks):
             return None
-        return sum(self.scores[t] for t in tasks) / len(tasks)
+        try:
+            return mean_over_tasks({t: self.scores[t] for t in tasks})
+        except ValueError:
+            return None
 
 
-def table_rows(records: Sequence[Mapping[str, Any]], *, seed: int, caps: DocCaps) -> list[Row]:
+def table_rows(
+    records: Sequence[Mapping[str, Any]], *, split: str, seeds: Sequence[int], caps: DocCaps
+) -> list[Row]:
     """Group the records with these settings into rows, in first-seen order (latest score wins)."""
     rows: dict[tuple, Row] = {}
     for r in records:
-        if r.get("seed") != seed or r.get("max_documents") != caps(r["task"]):
+        if (
+            r.get("split") != split
+            or tuple(r.get("seeds") or ()) != tuple(seeds)
+            or r.get("max_documents") != caps(r["task"])
+        ):
             continue
         source = ModelSource(
             r.get("kind", "llm"), r["model"], r.get("adapter"), r.get("role", "model")
@@ -194,7 +221,7 @@ def table_rows(records: Sequence[Mapping[str, Any]], *, seed: int, caps: DocCaps
         pooling += " (bf16)" if r.get("inference_dtype") == "bfloat16" else ""
         key = (source.label, pooling, r["prompt"])
         row = rows.setdefault(key, Row(source.label, source.role, pooling, r["prompt"], {}))
-        row.scores[r["task"]] = float(r["v_measure"])
+        row.scores[r["task"]] = record_scores(r)
     return list(rows.values())
 
 
@@ -207,22 +234,26 @@ def render_markdown(
     rows: Sequence[Row],
     tasks: Sequence[str],
     *,
-    seed: int,
+    split: str,
+    seeds: Sequence[int],
     caps: DocCaps,
     provenance: Mapping[str, Any],
 ) -> str:
-    """The results table: rows = configurations, columns = tasks + mean; best mean per model bold."""
+    """The results table: rows = configurations, columns = tasks + mean, each the mean over the
+    evaluation seeds ± half its 95% interval; best mean per model bold."""
     best: dict[str, float] = {}
     for row in rows:
         m = row.mean(tasks)
-        if m is not None and m > best.get(row.model, -math.inf):
-            best[row.model] = m
+        if m is not None and m.mean > best.get(row.model, -math.inf):
+            best[row.model] = m.mean
     sampling = caps.describe(tasks)
     versions = ", ".join(f"{k} {v}" for k, v in provenance["versions"].items() if v)
     lines = [
         "# Clustering V-measure",
         "",
-        f"V-measure via mteb (k-means, mean of 10 bootstrap rounds); {sampling}; seed {seed}.",
+        f"V-measure via mteb (k-means, mean of 10 bootstrap rounds) on the {split} split; "
+        f"{sampling}; mean ± half the 95% interval over evaluation seeds "
+        f"{', '.join(map(str, seeds))}.",
         f"Bold: the best configuration (mean) per model. Rendered {provenance['date']} by code "
         f"{provenance['git_revision']} with {versions}; each record in results.json carries its own.",
         "",
@@ -231,14 +262,53 @@ def render_markdown(
     ]
     for row in rows:
         m = row.mean(tasks)
-        bold = m is not None and m == best.get(row.model)
+        bold = m is not None and m.mean == best.get(row.model)
         cells = [md_cell(row.model), row.pooling, md_cell(row.prompt)]
-        cells += [f"{row.scores[t]:.4f}" if t in row.scores else "–" for t in tasks]
-        cells.append("–" if m is None else f"{m:.4f}")
+        cells += [row.scores[t].format() if t in row.scores else "–" for t in tasks]
+        cells.append("–" if m is None else m.format())
         if bold:
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += paired_lines(rows, tasks)
     return "\n".join(lines) + "\n"
+
+
+def paired_lines(rows: Sequence[Row], tasks: Sequence[str]) -> list[str]:
+    """Each model row minus each baseline row, per seed: the mean difference and its 95% interval.
+
+    Both are scored under the same seeds (the same bootstrap samples and k-means starts), so the
+    per-seed difference cancels the noise they share; ``*`` marks an interval that excludes zero.
+    """
+    baselines = [r for r in rows if r.role == "baseline"]
+    models = [r for r in rows if r.role != "baseline"]
+    if not baselines or not models:
+        return []
+    lines = [
+        "",
+        "Paired differences (model − baseline, per evaluation seed): mean [95% interval]; "
+        "`*` = the interval excludes zero.",
+        "",
+        "| model | pooling | prompt | baseline | " + " | ".join(tasks) + " | mean |",
+        "|---|---|---|---|" + "---:|" * (len(tasks) + 1),
+    ]
+    for base in baselines:
+        for row in models:
+            cells = [md_cell(row.model), row.pooling, md_cell(row.prompt), md_cell(base.model)]
+            pairs = [(row.scores.get(t), base.scores.get(t)) for t in tasks]
+            pairs.append((row.mean(tasks), base.mean(tasks)))
+            for mine, theirs in pairs:
+                cells.append("–" if mine is None or theirs is None else _paired(mine, theirs))
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _paired(mine: SeedScores, theirs: SeedScores) -> str:
+    try:
+        diff = mine.minus(theirs)
+    except ValueError:  # scored under other seeds: no pairing
+        return "–"
+    star = "*" if diff.excludes_zero() else ""
+    return f"{diff.mean:+.4f} [{diff.low:+.4f}, {diff.high:+.4f}]{star}"
 
 
 def render_chart(rows: Sequence[Row], tasks: Sequence[str], path: Path, *, subtitle: str) -> None:
@@ -250,7 +320,7 @@ def render_chart(rows: Sequence[Row], tasks: Sequence[str], path: Path, *, subti
     import matplotlib.pyplot as plt
 
     scored = [(row, row.mean(tasks)) for row in rows]
-    scored = [(row, m) for row, m in scored if m is not None]
+    scored = [(row, m.mean) for row, m in scored if m is not None]
     models = list(dict.fromkeys(row.model for row, _ in scored if row.role != "baseline"))
     baselines = [(row, m) for row, m in scored if row.role == "baseline"]
     if not models:  # only baselines: draw them as bars
@@ -301,13 +371,14 @@ def render(
     out: Path,
     tasks: Sequence[str],
     *,
-    seed: int,
+    split: str,
+    seeds: Sequence[int],
     caps: DocCaps,
     provenance: Mapping[str, Any],
 ) -> None:
     """(Re)write results.md and results.png from results.json's records with these settings."""
-    rows = table_rows(read_records(out / RESULTS_JSON), seed=seed, caps=caps)
-    md = render_markdown(rows, tasks, seed=seed, caps=caps, provenance=provenance)
+    rows = table_rows(read_records(out / RESULTS_JSON), split=split, seeds=seeds, caps=caps)
+    md = render_markdown(rows, tasks, split=split, seeds=seeds, caps=caps, provenance=provenance)
     atomic_write_text(out / RESULTS_MD, md)
     sizes = {caps(t) for t in tasks}
     if sizes == {None}:
@@ -316,4 +387,6 @@ def render(
         cap = f"at most {caps.default} documents per task"
     else:
         cap = "per-task caps: " + ", ".join(f"{t} {caps(t) or 'all'}" for t in tasks)
-    render_chart(rows, tasks, out / RESULTS_PNG, subtitle=f"{cap}, seed {seed}")
+    render_chart(
+        rows, tasks, out / RESULTS_PNG, subtitle=f"{split} split, {cap}, {len(seeds)} seeds"
+    )

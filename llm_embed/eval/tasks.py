@@ -21,7 +21,7 @@ import logging
 import random
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from typing import Any
 
 import mteb
@@ -32,12 +32,67 @@ from mteb.abstasks.clustering import AbsTaskClustering
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from llm_embed.data import corpora
-from llm_embed.data.seeding import sample_indices
+from llm_embed.data.seeding import sample_indices, texts_hash
 from llm_embed.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
-OFFLINE_SUITE = ("BBCNewsHeadlines", "BBCNewsArticles", "WordNetNounGlosses")
+OFFLINE_SUITE = (
+    "BBCNewsHeadlines", "BBCNewsArticles", "WordNetNounGlosses",
+    "DebianFortunes", "KJVBiblePassages", "EmojiNames",
+)  # fmt: skip
+
+# dev: every choice (study rows, prompt screens, the default recipe) is made on it, and training
+# callbacks score it; test: reported, never chosen on; all: the whole (capped) set, seeded by the
+# task seed, as scored before the split existed.
+SPLITS = ("dev", "test", "all")
+# The seed of the dev/test partition and of the sample drawn inside a split: fixed, so a split's
+# texts never depend on the evaluation seed (which varies the k-means bootstrap alone).
+SPLIT_SEED = 0
+
+
+def check_split(split: str) -> str:
+    """Return ``split`` if it is one of :data:`SPLITS`; ValueError naming the choices otherwise."""
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is invalid; use one of {', '.join(SPLITS)}")
+    return split
+
+
+def split_indices(
+    labels: Sequence[str],
+    split: str,
+    seed: int = SPLIT_SEED,
+    keys: Sequence[Hashable] | None = None,
+) -> list[int]:
+    """The corpus indices of ``split``: a seeded half of each label's documents (ascending order).
+
+    Documents sharing a key fall on the same side (tasks key by text, since corpora hold
+    duplicates, so no text is in both halves; without ``keys`` every document is its own key). Stratified by the first label of each key, so both halves
+    keep the class balance: ``dev`` takes the first ``n // 2`` of each label's shuffled keys and
+    ``test`` the rest. Two tasks whose documents share keys (the BBC headlines and the BBC
+    articles, keyed by headline) get the same partition, so no article is in the dev set of one
+    task and the test set of the other.
+    """
+    check_split(split)
+    if split == "all":
+        return list(range(len(labels)))
+    keys = range(len(labels)) if keys is None else keys
+    if len(keys) != len(labels):
+        raise ValueError(f"{len(keys)} keys but {len(labels)} labels; give one key per document")
+    label_of: dict[Hashable, str] = {}
+    for key, label in zip(keys, labels, strict=True):
+        label_of.setdefault(key, label)
+    by_label: dict[str, list[Hashable]] = {}
+    for key, label in label_of.items():
+        by_label.setdefault(label, []).append(key)
+    rng = random.Random(seed)
+    chosen: set[Hashable] = set()
+    for label in sorted(by_label):
+        members = by_label[label]
+        rng.shuffle(members)
+        half = len(members) // 2
+        chosen.update(members[:half] if split == "dev" else members[half:])
+    return [i for i, key in enumerate(keys) if key in chosen]
 
 
 def check_max_documents(max_documents: int | None) -> None:
@@ -51,13 +106,18 @@ def check_max_documents(max_documents: int | None) -> None:
 class LocalClusteringTask(AbsTaskClustering):
     """A clustering task whose texts and labels come from a local function, not the HF Hub.
 
-    Subclasses set ``metadata`` and implement ``corpus()``. ``default_size`` (None = all) and the
-    ``max_documents`` argument cap the set; a capped set is a seeded random subsample (seeded by
-    ``seed``, in corpus order), so a fresh instance always holds the same documents.
+    Subclasses set ``metadata`` and implement ``corpus()``. ``split`` picks the documents
+    (:func:`split_indices`: disjoint ``dev`` and ``test`` halves, or ``all``). ``default_size``
+    (None = all) and the ``max_documents`` argument cap the set; a capped set is a seeded random
+    subsample in corpus order, so a fresh instance always holds the same documents. Inside
+    ``dev`` and ``test`` the subsample is seeded by :data:`SPLIT_SEED`, so ``seed`` varies only
+    mteb's bootstrap and k-means; under ``all`` it is seeded by ``seed`` (the scores before the
+    split existed).
 
     Args:
         max_documents: Keep at most this many documents (None = ``default_size``).
-        seed: Seed for the subsample and for mteb's bootstrap rounds (mteb's default is 42).
+        seed: Seed of mteb's bootstrap rounds and k-means (mteb's default is 42).
+        split: ``dev``, ``test`` or ``all``.
     """
 
     # Embed every document (mteb's default is 4% of the split, meant for 100k-document sets).
@@ -66,14 +126,27 @@ class LocalClusteringTask(AbsTaskClustering):
     n_clusters: int = 10
     default_size: int | None = None
 
-    def __init__(self, *, max_documents: int | None = None, seed: int = 42, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        max_documents: int | None = None,
+        seed: int = 42,
+        split: str = "all",
+        **kwargs: Any,
+    ) -> None:
         check_max_documents(max_documents)
+        check_split(split)
         super().__init__(seed=seed, **kwargs)
         self.max_documents = max_documents
+        self.split = split
 
     def corpus(self) -> tuple[list[str], list[str]]:
         """All texts and their labels, in a fixed order."""
         raise NotImplementedError
+
+    def split_keys(self, texts: Sequence[str]) -> Sequence[str]:
+        """What keeps documents together in one split half: by default the text itself."""
+        return texts
 
     @property
     def size_cap(self) -> int | None:
@@ -82,28 +155,38 @@ class LocalClusteringTask(AbsTaskClustering):
         return min(caps) if caps else None
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        """Build the ``test`` split in memory; set each bootstrap round to the set's size."""
+        """Build mteb's ``test`` split (our ``split``'s documents) in memory; set each bootstrap
+        round to the set's size."""
         if self.data_loaded:
             return
-        texts, labels = self.corpus()
-        if len(texts) != len(labels):
-            raise ValueError(f"{self.metadata.name}: {len(texts)} texts but {len(labels)} labels")
-        cap = self.size_cap
-        if cap is not None and len(texts) > cap:
-            # A separate Random, so mteb's own rng_state (the bootstrap stream) stays untouched.
-            keep = sample_indices(len(texts), cap, self.seed)
-            texts = [texts[i] for i in keep]
-            labels = [labels[i] for i in keep]
-        if len(set(labels)) < 2:
-            raise ValueError(
-                f"{self.metadata.name}: needs at least 2 labels, got {sorted(set(labels))}"
-            )
+        texts, labels = self.documents()
         self.dataset = DatasetDict(
             {"test": Dataset.from_dict({"sentences": texts, "labels": labels})}
         )
         # mteb samples k=max_documents_per_cluster documents with replacement in each round.
         self.max_documents_per_cluster = len(texts)
         self.data_loaded = True
+
+    def documents(self) -> tuple[list[str], list[str]]:
+        """The texts and labels this instance scores: its split, capped; in corpus order."""
+        texts, labels = self.corpus()
+        if len(texts) != len(labels):
+            raise ValueError(f"{self.metadata.name}: {len(texts)} texts but {len(labels)} labels")
+        if self.split != "all":
+            keep = split_indices(labels, self.split, keys=self.split_keys(texts))
+            texts = [texts[i] for i in keep]
+            labels = [labels[i] for i in keep]
+        cap = self.size_cap
+        if cap is not None and len(texts) > cap:
+            # A separate Random, so mteb's own rng_state (the bootstrap stream) stays untouched.
+            keep = sample_indices(len(texts), cap, self.seed if self.split == "all" else SPLIT_SEED)
+            texts = [texts[i] for i in keep]
+            labels = [labels[i] for i in keep]
+        if len(set(labels)) < 2:
+            raise ValueError(
+                f"{self.metadata.name}: needs at least 2 labels, got {sorted(set(labels))}"
+            )
+        return texts, labels
 
 
 def local_task_metadata(name: str, description: str, **overrides: Any) -> TaskMetadata:
@@ -205,6 +288,10 @@ class BBCNewsArticles(LocalClusteringTask):
             texts.append(f"{a.headline}\n{body}")
         return texts, [a.label for a in articles]
 
+    def split_keys(self, texts: Sequence[str]) -> Sequence[str]:
+        """The headline: the BBC headlines task's key, so both BBC tasks share one partition."""
+        return [t.split("\n", 1)[0] for t in texts]
+
 
 class WordNetNounGlosses(LocalClusteringTask):
     """A seeded random sample of WordNet 3.0 noun definitions, clustered by lexicographer file.
@@ -246,10 +333,92 @@ class WordNetNounGlosses(LocalClusteringTask):
         return list(texts), list(labels)
 
 
+class DebianFortunes(LocalClusteringTask):
+    """Fortune cookies (sayings, jokes, quotations) clustered by their topic file, 12 classes.
+
+    From Debian's ``fortunes``: art, computers, drugs, education, food, law, love, medicine,
+    pets, politics, science, sports. A seeded 1,000 of each split's ~2,000.
+    """
+
+    default_size = 1000
+
+    metadata = local_task_metadata(
+        "DebianFortunes",
+        "Cluster fortune cookies (sayings, jokes and quotations from Debian's fortunes package) "
+        "into their 12 topic files such as computers, food or law.",
+        prompt="Identify the topic of the saying",
+        reference="https://packages.debian.org/fortunes",
+        date=("1980-01-01", "2022-12-31"),
+        domains=["Fiction", "Written"],
+        license="https://metadata.ftp-master.debian.org/changelogs/main/f/fortune-mod/stable_copyright",
+        bibtex_citation="",
+    )
+
+    def corpus(self) -> tuple[list[str], list[str]]:
+        """Every kept entry of the 12 files, and its file."""
+        texts, labels = corpora.fortunes()
+        return list(texts), list(labels)
+
+
+class KJVBiblePassages(LocalClusteringTask):
+    """Five-verse passages of the King James Bible clustered by division, 7 classes.
+
+    Law, Old Testament history, wisdom and poetry, prophets, gospels and Acts, epistles,
+    revelation (Debian's ``bible-kjv``). A seeded 1,000 of each split's ~3,350.
+    """
+
+    default_size = 1000
+
+    metadata = local_task_metadata(
+        "KJVBiblePassages",
+        "Cluster passages of five consecutive verses of the King James Bible into its 7 "
+        "canonical divisions such as law, prophets or epistles.",
+        prompt="Identify the part of the Bible the passage comes from",
+        reference="https://packages.debian.org/bible-kjv",
+        date=("1611-01-01", "1769-12-31"),
+        domains=["Religious", "Written"],
+        license="cc0-1.0",  # the KJV text is in the public domain
+        bibtex_citation="",
+    )
+
+    def corpus(self) -> tuple[list[str], list[str]]:
+        """Every passage in canonical order, and its division."""
+        texts, labels = corpora.kjv_passages()
+        return list(texts), list(labels)
+
+
+class EmojiNames(LocalClusteringTask):
+    """Unicode's emoji names ("red apple") clustered by emoji group, 8 classes (2-word texts).
+
+    Smileys & Emotion, People & Body, Animals & Nature, Food & Drink, Travel & Places,
+    Activities, Objects, Symbols (Debian's ``unicode-data``); each split holds ~800.
+    """
+
+    metadata = local_task_metadata(
+        "EmojiNames",
+        "Cluster the names of Unicode's fully-qualified emoji into their 8 emoji groups such as "
+        "Food & Drink or Travel & Places.",
+        prompt="Identify the category of the emoji name",
+        reference="https://unicode.org/Public/emoji/",
+        date=("2010-01-01", "2022-09-13"),
+        domains=["Written"],
+        license="https://www.unicode.org/license.txt",
+        bibtex_citation="",
+    )
+
+    def corpus(self) -> tuple[list[str], list[str]]:
+        """Every kept emoji name and its group."""
+        texts, labels = corpora.emoji_names()
+        return list(texts), list(labels)
+
+
 LOCAL_TASKS: dict[str, type[LocalClusteringTask]] = {
     "BBCNewsHeadlines": BBCNewsHeadlines,
     "BBCNewsArticles": BBCNewsArticles,
     "WordNetNounGlosses": WordNetNounGlosses,
+    "DebianFortunes": DebianFortunes,
+    "KJVBiblePassages": KJVBiblePassages,
+    "EmojiNames": EmojiNames,
 }
 
 
@@ -276,6 +445,16 @@ def preserve_global_rng() -> Iterator[None]:
                 torch.cuda.set_rng_state_all(cuda_states)
 
 
+def reseed(task: AbsTask, seed: int) -> None:
+    """Restart ``task``'s bootstrap and k-means streams at ``seed`` (the RNGs AbsTask.__init__ seeds).
+
+    A loaded task reseeded this way scores its same documents under another evaluation seed,
+    so one embedding pass serves every seed.
+    """
+    task.seed = seed
+    task.rng_state, task.np_rng = random.Random(seed), np.random.default_rng(seed)
+
+
 def _mteb_task(name: str, max_documents: int | None, seed: int = 42) -> AbsTask:
     """A fresh real MTEB task (its data is fetched later, by ``load_task_data``)."""
     try:
@@ -292,9 +471,7 @@ def _mteb_task(name: str, max_documents: int | None, seed: int = 42) -> AbsTask:
         raise UserError(
             f"task {name!r} is an MTEB {task.metadata.type} task: only Clustering tasks are supported"
         )
-    if seed != task.seed:  # the same three RNGs AbsTask.__init__ seeds
-        task.seed = seed
-        task.rng_state, task.np_rng = random.Random(seed), np.random.default_rng(seed)
+    reseed(task, seed)
     if max_documents is not None:
         if isinstance(task, AbsTaskClustering):
             task.max_fraction_of_documents_to_embed = None
@@ -307,8 +484,15 @@ def _mteb_task(name: str, max_documents: int | None, seed: int = 42) -> AbsTask:
     return task
 
 
+_WARNED_SPLIT: set[tuple[str, str]] = set()  # (MTEB task, split) pairs already warned about
+
+
 def get_tasks(
-    names: Sequence[str], *, max_documents: int | None = None, seed: int = 42
+    names: Sequence[str],
+    *,
+    max_documents: int | None = None,
+    seed: int = 42,
+    split: str = "all",
 ) -> list[AbsTask]:
     """Fresh task instances for ``names`` (local names first, else real MTEB task names).
 
@@ -318,7 +502,10 @@ def get_tasks(
     Args:
         names: Task names, e.g. ``OFFLINE_SUITE`` or ``["TwentyNewsgroupsClustering.v2"]``.
         max_documents: Cap on the documents per task (a seeded subsample; None = task default).
-        seed: Seed of the subsample and of mteb's bootstrap rounds (mteb's default: 42).
+        seed: Seed of mteb's bootstrap rounds (mteb's default: 42); under ``split="all"`` also
+            of the subsample.
+        split: ``dev``, ``test`` or ``all`` of each local task (:func:`split_indices`); a real
+            MTEB task is scored on its own evaluation split whatever this says.
 
     Raises:
         UserError: A name is neither local nor an MTEB clustering task.
@@ -329,14 +516,37 @@ def get_tasks(
     if not names:
         raise ValueError("names=[] is empty; give at least one task name, e.g. OFFLINE_SUITE")
     check_max_documents(max_documents)
+    check_split(split)
     tasks: list[AbsTask] = []
     with preserve_global_rng():
         for name in names:
             if name in LOCAL_TASKS:
-                tasks.append(LOCAL_TASKS[name](max_documents=max_documents, seed=seed))
+                tasks.append(
+                    LOCAL_TASKS[name](max_documents=max_documents, seed=seed, split=split)
+                )
             else:
+                if split != "all" and (name, split) not in _WARNED_SPLIT:
+                    _WARNED_SPLIT.add((name, split))
+                    logger.warning(
+                        "split=%s applies to local tasks; %s is scored on its own evaluation split",
+                        split,
+                        name,
+                    )
                 tasks.append(_mteb_task(name, max_documents, seed))
     return tasks
+
+
+def documents_sha256(name: str, *, split: str, max_documents: int | None) -> str | None:
+    """SHA-256 of the (label, text) documents a local task scores; None for a real MTEB task.
+
+    What a score was measured on: a cached score is reused only for the same documents.
+    """
+    if name not in LOCAL_TASKS:
+        return None
+    with preserve_global_rng():
+        task = LOCAL_TASKS[name](max_documents=max_documents, split=split)
+    texts, labels = task.documents()
+    return texts_hash([f"{label}\t{text}" for text, label in zip(texts, labels, strict=True)])
 
 
 def load_task_data(task: AbsTask) -> None:

@@ -106,15 +106,22 @@ def _scores(run: Path) -> str:
     if not path.is_file():
         return ""
     history = json.loads(path.read_text(encoding="utf-8")).get("history") or []
-    baseline = next((h for h in history if h["stage"] == "baseline"), None)
-    final = next((h for h in reversed(history) if h["stage"] == "validation"), None)
+    # the report split (test) when the run scored it, else the split it watched (dev)
+    final = next((h for h in reversed(history) if h["stage"] == "trained"), None)
+    start_stage = "start"
+    if final is None:
+        final = next((h for h in reversed(history) if h["stage"] == "validation"), None)
+        start_stage = "baseline"
     if final is None:
         return ""
+    baseline = next((h for h in history if h["stage"] == start_stage), None)
+    seeds = len(final.get("seeds") or [None])
     lines = [
         "## Clustering quality",
         "",
         "V-measure under mteb's clustering protocol (k-means, k = labels), measured by the run's "
-        "own evaluation callback.",
+        f"own evaluation callback on the {final.get('split', 'whole')} split of each task "
+        f"(mean over {seeds} evaluation seed{'s' if seeds > 1 else ''}).",
         "",
         "| task | untrained | this model |",
         "|---|---:|---:|",
