@@ -192,6 +192,17 @@ def test_recipe_study_runs_rows_once_and_tabulates_them(tiny_model_dir, tmp_path
     assert sorted((r["row"], r["seed"]) for r in records) == [("base", 0), ("base", 1)]
     assert all(set(r["scores"]) == {"BBCNewsHeadlines"} and r["minutes"] > 0 for r in records)
     assert records[0]["scores"] != records[1]["scores"]  # another seed, another LoRA init
+    # a record's numbers come back from its run folder alone (the saved model, its calibration)
+    from llm_embed.eval.grid import EvalConfig, evaluate_grid
+
+    base0 = next(r for r in records if r["seed"] == 0)
+    (rescored,) = evaluate_grid(
+        EvalConfig(model=str(tmp_path / "runs" / "base-s0"), tasks="BBCNewsHeadlines",
+                   max_documents=60, out=str(tmp_path / "rescored"), map_samples=0,
+                   progress=False)  # fmt: skip
+    )
+    assert rescored["split"] == "dev" and len(rescored["v_measures"]) == 5
+    assert rescored["v_measure"] == pytest.approx(base0["scores"]["BBCNewsHeadlines"], abs=1e-6)
     capsys.readouterr()
     records = recipe_study.main([*args, "--only", "zero-shot,tau,base"])  # base seed 0 is read back
     out = capsys.readouterr().out

@@ -556,3 +556,27 @@ def test_paired_table_marks_differences_whose_interval_excludes_zero():
     same_line = next(line for line in lines if line.startswith("| n |"))
     assert good_line.count("*") == 2 and "+0.1000" in good_line  # the task and the mean
     assert "*" not in same_line
+
+
+def test_calibration_on_the_clustered_texts_is_the_encoders_own_calibration_on_them(
+    tiny_model_dir, tmp_path
+):
+    from llm_embed.eval.mteb_adapter import calibrated
+
+    texts, _ = topic_corpus()
+    encoder = Encoder(tiny_model_dir, pooling="mean", prompt="none").eval()
+    plain = encoder.encode(texts).numpy()
+    encoder.calibrate(texts)  # the encoder's own fit, on these texts
+    want = encoder.encode(texts).numpy()
+    assert calibrated(plain) == pytest.approx(want, abs=1e-5)
+    # from vectors made under another calibration (training anchors), the same result
+    encoder.calibrate(texts[::3])
+    assert calibrated(encoder.encode(texts).numpy(), encoder.dim_scale) == pytest.approx(want, abs=1e-5)
+
+    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--pooling", "mean"]
+    assert evaluate([*args, "--out", str(tmp_path / "a")]) == 0
+    assert evaluate([*args, "--calibrate-on-texts", "--out", str(tmp_path / "a")]) == 0
+    plain_rec, own_rec = read(tmp_path / "a")
+    assert (plain_rec["calibrate_on_texts"], own_rec["calibrate_on_texts"]) == (False, True)
+    assert plain_rec["v_measures"] != own_rec["v_measures"]
+    assert "calibrated on the task's texts" in (tmp_path / "a" / "results.md").read_text()

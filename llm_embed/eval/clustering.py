@@ -49,6 +49,7 @@ def score_clustering(
     batch_size: int = 32,
     max_documents: int | None = None,
     task_prompts: Mapping[str, str] | None = None,
+    calibrate_on_texts: bool = False,
     show_progress: bool = False,
 ) -> dict[str, SeedScores]:
     """V-measure of ``encoder`` on each clustering task, once per evaluation seed.
@@ -68,6 +69,9 @@ def score_clustering(
         batch_size: Texts per ``encoder.encode`` call.
         max_documents: Cap on documents per task (seeded subsample); None = task default.
         task_prompts: Task name -> prompt override; absent tasks use the encoder's default.
+        calibrate_on_texts: Rescale each task's vectors by their own per-dimension spread
+            (unsupervised: the texts being clustered, no labels) instead of the encoder's
+            ``dim_scale``.
         show_progress: Show mteb's progress bars and INFO logs.
 
     Returns:
@@ -79,7 +83,7 @@ def score_clustering(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is invalid; use an int >= 1")
     seeds = check_seeds(seeds)
-    model = MTEBEncoder(encoder, task_prompts=task_prompts)
+    model = MTEBEncoder(encoder, task_prompts=task_prompts, calibrate_on_texts=calibrate_on_texts)
     scores: dict[str, SeedScores] = {}
     # AbsTask() reseeds the global RNGs: keep the caller's (e.g. a training run's) streams intact.
     with preserve_global_rng(), _quiet_logging(not show_progress):

@@ -167,6 +167,14 @@ class EvalConfig:
             f"their mean with a 95%% interval (default: {','.join(map(str, EVAL_SEEDS))})"
         ),
     )
+    calibrate_on_texts: bool = field(
+        default=False,
+        metadata=_option(
+            "rescale each task's vectors by their own per-dimension spread over the texts being "
+            "clustered (unsupervised, no labels) instead of the model's calibration; every model "
+            "of the table, baselines included"
+        ),
+    )
     baselines: Sequence[str] | str | None = field(
         default=(),
         metadata=_option(
@@ -366,7 +374,8 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
 
     def key(source: ModelSource, cell: Cell, task: str) -> tuple:
         return cell_key(source, cell, task, split=split, seeds=seeds, max_documents=caps(task),
-                        truncate_dim=dim, inference_dtype=dtype, layer=own_layer(source))  # fmt: skip
+                        truncate_dim=dim, inference_dtype=dtype, layer=own_layer(source),
+                        calibrate_on_texts=config.calibrate_on_texts)  # fmt: skip
 
     from llm_embed.encoder import check_inference_options  # lazily: it imports transformers
 
@@ -449,6 +458,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         batch_size=batch_size,
                         max_documents=caps(task),
                         task_prompts={task: cell.template(task)},
+                        calibrate_on_texts=config.calibrate_on_texts,
                     )[task]
                     seconds = time.monotonic() - start
                     record = make_record(
@@ -466,6 +476,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         inference_backend=getattr(whole, "inference_backend", None),
                         layer=own_layer(source),
                         documents_sha256=documents(task),
+                        calibrate_on_texts=config.calibrate_on_texts,
                     )
                     keep(record)
                     if group.is_main and score_cache.cacheable(source):

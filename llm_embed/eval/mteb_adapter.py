@@ -48,6 +48,10 @@ class MTEBEncoder(AbsEncoder):
             overrides the encoder's prompt for that task. Tasks not listed use the encoder's own
             ``task_prompts`` entry if it has one, else its default prompt.
 
+        calibrate_on_texts: Divide each dimension of a task's vectors by its spread over that
+            task's own texts (the texts being clustered; no labels), instead of the encoder's
+            own ``dim_scale`` (fitted on training anchors) or none. Needs normalised vectors.
+
     Every vector is kept, keyed by (prompt, text), for the wrapper's lifetime: scoring the same
     documents under several evaluation seeds embeds them once. ``encoded_texts`` and
     ``encode_seconds`` count the texts that reached the encoder and the time they took.
@@ -62,6 +66,7 @@ class MTEBEncoder(AbsEncoder):
         encoder: Any,  # duck-typed encoder, see module doc
         *,
         task_prompts: Mapping[str, str] | None = None,
+        calibrate_on_texts: bool = False,
     ) -> None:
         if not callable(getattr(encoder, "encode", None)):
             raise ValueError(
@@ -78,6 +83,15 @@ class MTEBEncoder(AbsEncoder):
                 raise ValueError(
                     f"task_prompts[{task!r}]={prompt!r} is invalid; map task names to non-empty prompt strings"
                 )
+        if calibrate_on_texts and (
+            getattr(encoder, "normalize", True) is False
+            or getattr(encoder, "truncate_dim", None) is not None
+        ):
+            raise ValueError(
+                "calibrate_on_texts needs full-length normalised vectors: drop truncate_dim "
+                "and keep normalize"
+            )
+        self.calibrate_on_texts = calibrate_on_texts
         self.model = encoder
         self._vectors: dict[tuple[str | None, str], np.ndarray] = {}
         self.encoded_texts = 0
@@ -146,4 +160,25 @@ class MTEBEncoder(AbsEncoder):
             self.encode_seconds += time.monotonic() - start
             self.encoded_texts += len(new)
             self._vectors.update(((prompt, t), v) for t, v in zip(new, emb, strict=True))
-        return np.stack([self._vectors[(prompt, t)] for t in texts])
+        vectors = np.stack([self._vectors[(prompt, t)] for t in texts])
+        return (
+            calibrated(vectors, getattr(self.model, "dim_scale", None))
+            if self.calibrate_on_texts
+            else vectors
+        )
+
+
+def calibrated(vectors: np.ndarray, dim_scale: Any = None) -> np.ndarray:
+    """``vectors`` rescaled by each dimension's spread over these same vectors, renormalised.
+
+    The encoder's eval vectors are ``normalize(n / s0)`` with ``n`` the normalised pooled vector
+    and ``s0`` its ``dim_scale`` (or none), so ``n = normalize(v * s0)`` is recovered exactly and
+    ``s0`` replaced by ``std(n)`` over the given texts: what ``Encoder.calibrate`` fits, on the
+    texts being clustered instead of training anchors.
+    """
+    v = vectors.astype(np.float64)
+    if dim_scale is not None:
+        v = v * np.asarray(dim_scale, dtype=np.float64)
+    n = v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-12)
+    out = n / n.std(0).clip(1e-6)
+    return (out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-12)).astype(np.float32)

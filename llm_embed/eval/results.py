@@ -30,8 +30,12 @@ VERSIONED = ("torch", "transformers", "peft", "mteb", "sentence-transformers", "
 # The settings that make two records the same measurement (the resume key).
 KEY_FIELDS = (
     "model", "adapter", "pooling", "prompt_template", "task", "split", "seeds", "max_documents",
-    "truncate_dim", "inference_dtype", "layer",
+    "truncate_dim", "inference_dtype", "layer", "calibrate_on_texts",
 )  # fmt: skip
+
+
+# The value a key field has in a record written before the field existed.
+KEY_DEFAULTS = {"calibrate_on_texts": False}
 
 
 # -- provenance -----------------------------------------------------------------------------------
@@ -90,6 +94,7 @@ def make_record(
     inference_backend: str | None = None,
     layer: int | None = None,
     documents_sha256: str | None = None,
+    calibrate_on_texts: bool = False,
 ) -> dict[str, Any]:
     """One results.json record: what was measured, with which settings, by which code.
 
@@ -113,6 +118,7 @@ def make_record(
         "inference_backend": inference_backend,  # what ran (the timing depends on it)
         "layer": layer,  # the --layer asked for (None: the model's own)
         "documents_sha256": documents_sha256,  # what was scored (None: a real MTEB task)
+        "calibrate_on_texts": calibrate_on_texts,
         "batch_size": batch_size,
         "seconds": round(seconds, 2),
         **provenance,
@@ -122,7 +128,8 @@ def make_record(
 def record_key(record: Mapping[str, Any]) -> tuple:
     """The resume key of a record (see ``KEY_FIELDS``; lists, as JSON keeps them, become tuples)."""
     return tuple(
-        tuple(v) if isinstance(v := record.get(k), list) else v for k in KEY_FIELDS
+        tuple(v) if isinstance(v := record.get(k, KEY_DEFAULTS.get(k)), list) else v
+        for k in KEY_FIELDS
     )
 
 
@@ -137,6 +144,7 @@ def cell_key(
     truncate_dim: int | None = None,
     inference_dtype: str | None = None,
     layer: int | None = None,
+    calibrate_on_texts: bool = False,
 ) -> tuple:
     """The resume key that the record of (``source``, ``cell``, ``task``) will have."""
     values = {
@@ -151,6 +159,7 @@ def cell_key(
         "truncate_dim": truncate_dim,
         "inference_dtype": inference_dtype,
         "layer": layer,
+        "calibrate_on_texts": calibrate_on_texts,
     }
     return tuple(values[k] for k in KEY_FIELDS)
 
@@ -219,6 +228,7 @@ def table_rows(
         pooling = r["pooling"] + (f" @{r['truncate_dim']}d" if r.get("truncate_dim") else "")
         pooling += f" @layer {r['layer']}" if r.get("layer") is not None else ""
         pooling += " (bf16)" if r.get("inference_dtype") == "bfloat16" else ""
+        pooling += " (calibrated on the task's texts)" if r.get("calibrate_on_texts") else ""
         key = (source.label, pooling, r["prompt"])
         row = rows.setdefault(key, Row(source.label, source.role, pooling, r["prompt"], {}))
         row.scores[r["task"]] = record_scores(r)
