@@ -277,7 +277,7 @@ def render_markdown(
         cells += [row.scores[t].format() if t in row.scores else "–" for t in tasks]
         cells.append("–" if m is None else m.format())
         if bold:
-            cells = [f"**{c}**" for c in cells]
+            cells = [f"**{c}**" if c else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
     lines += paired_lines(rows, tasks)
     return "\n".join(lines) + "\n"
