@@ -301,25 +301,18 @@ class ClusteringEvalCallback(pl.Callback):
 
     def write_report(self, trainer: pl.Trainer) -> Path | None:
         """``<log_dir>/test_report.md``: the report split's table with paired differences."""
-        from datetime import datetime, timezone
-
         from llm_embed.eval.plan import DocCaps
-        from llm_embed.eval.results import git_revision, package_versions, render_markdown
+        from llm_embed.eval.results import provenance, render_markdown
 
         if trainer.log_dir is None:
             return None
-        provenance = {
-            "versions": package_versions(),
-            "git_revision": git_revision(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
         text = render_markdown(
             self.report_rows(trainer),
             self.tasks,
             split=self.report_split,
             seeds=self.seeds,
             caps=DocCaps(self.max_documents),
-            provenance=provenance,
+            provenance=provenance(),
         )
         path = Path(trainer.log_dir) / f"{self.report_split}_report.md"
         atomic_write_text(path, text)

@@ -132,27 +132,15 @@ def _main_score(model: MTEBEncoder, task: Any, batch_size: int, show_progress: b
 def evaluate_clustering(
     encoder: Any,  # duck-typed llm-embed encoder (name + encode)
     task_names: Sequence[str] = OFFLINE_SUITE,
-    *,
-    split: str = "dev",
-    seeds: int | Sequence[int] = EVAL_SEEDS,
-    batch_size: int = 32,
-    max_documents: int | None = None,
-    task_prompts: Mapping[str, str] | None = None,
-    show_progress: bool = False,
+    **options: Any,
 ) -> dict[str, float]:
-    """Mean V-measure over ``seeds`` of ``encoder`` on each task (:func:`score_clustering`'s means).
+    """Mean V-measure over the seeds of ``encoder`` on each task: :func:`score_clustering`'s means.
+
+    Args:
+        options: Any keyword of :func:`score_clustering` (``split``, ``seeds``, ...).
 
     Returns:
         ``{task_name: v_measure}`` in the order of ``task_names``.
     """
-    scores = score_clustering(
-        encoder,
-        task_names,
-        split=split,
-        seeds=seeds,
-        batch_size=batch_size,
-        max_documents=max_documents,
-        task_prompts=task_prompts,
-        show_progress=show_progress,
-    )
+    scores = score_clustering(encoder, task_names, **options)
     return {name: s.mean for name, s in scores.items()}

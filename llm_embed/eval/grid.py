@@ -22,7 +22,6 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,9 @@ from llm_embed.eval.results import (
     RESULTS_MD,
     RESULTS_PNG,
     cell_key,
-    git_revision,
     make_record,
     md_cell,
-    package_versions,
+    provenance,
     read_records,
     record_key,
     render,
@@ -358,11 +356,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     results_path = out / RESULTS_JSON
     records = read_records(results_path)
     done = {record_key(r): r for r in records}
-    provenance = {
-        "versions": package_versions(),
-        "git_revision": git_revision(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    made_by = provenance()
 
     dim, dtype, layer = config.truncate_dim, config.inference_dtype, config.layer
     maps = config.map_samples
@@ -398,7 +392,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         if not score_cache.cacheable(source):
             return None
         hit = score_cache.lookup(cache, key(source, cell, task), documents(task),
-                                 provenance["versions"])  # fmt: skip
+                                 made_by["versions"])  # fmt: skip
         return None if hit is None else {**hit, "role": source.role}
 
     def keep(record: dict[str, Any]) -> None:
@@ -470,7 +464,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
                         max_documents=caps(task),
                         batch_size=batch_size,
                         seconds=seconds,
-                        provenance=provenance,
+                        provenance=made_by,
                         truncate_dim=dim,
                         inference_dtype=dtype,
                         inference_backend=getattr(whole, "inference_backend", None),
@@ -498,7 +492,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     finally:
         bar.close()
     if group.is_main:
-        render(out, task_names, split=split, seeds=seeds, caps=caps, provenance=provenance)
+        render(out, task_names, split=split, seeds=seeds, caps=caps, provenance=made_by)
         log.info("wrote %s, %s and %s in %s", RESULTS_JSON, RESULTS_MD, RESULTS_PNG, out)
         if config.map_samples:
             _draw_maps(config, plans[0], task_names, out, split=split)

@@ -78,6 +78,17 @@ def git_revision() -> str:
     return f"{rev}-dirty" if rev and dirty else rev or "unknown"
 
 
+def provenance() -> dict[str, Any]:
+    """What made a result: package versions, the git revision and the time (UTC)."""
+    from datetime import datetime, timezone
+
+    return {
+        "versions": package_versions(),
+        "git_revision": git_revision(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def make_record(
     source: ModelSource,
     cell: Cell,
