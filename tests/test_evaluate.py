@@ -524,9 +524,12 @@ def test_packaged_baseline_scores_are_cached_and_never_trusted_stale(
     capfd.readouterr()
     assert evaluate([*args, "--out", str(tmp_path / "b")]) == 0
     assert [c for c in calls if "minilm" in c[0].lower()] == []
-    assert len(calls) == 1  # the decoder itself is scored again
+    assert len(calls) == 1  # the decoder goes through scoring again ...
     log = capfd.readouterr().err
-    assert log.count("reused the cached scores") == 1 and "loaded all-minilm-l6-v2" not in log
+    assert "loaded all-minilm-l6-v2" not in log
+    assert log.count("reused the cached scores from") == 1  # the baseline's record
+    # ... and its V-measures come from the encoder score cache (same weights and settings)
+    assert log.count("reused the cached scores of these weights and settings") == 1
     (again,) = [r for r in read(tmp_path / "b") if r["role"] == "baseline"]
     assert again["v_measures"] == first[0]["v_measures"]
     table = (tmp_path / "b" / "results.md").read_text(encoding="utf-8")

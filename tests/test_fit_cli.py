@@ -85,6 +85,24 @@ def test_fit_smoke_writes_every_output(tiny_model_dir, tmp_path, monkeypatch, ru
     assert [h["stage"] for h in saved["history"]] == ["baseline", "validation"]
 
 
+def test_a_second_training_seed_reuses_the_start_scores(tiny_model_dir, tmp_path, run_python):
+    """The untrained start (LoRA B = 0, merged) is the same function for every training seed, so
+    the second seed takes its baseline from the score cache and says so; training then differs."""
+    runs = {}
+    for seed in (0, 1):
+        args = [*tiny_args(tiny_model_dir, tmp_path), "--seed_everything", str(seed),
+                "--trainer.logger.init_args.name", f"s{seed}"]  # fmt: skip
+        proc = run_python("-m", "llm_embed.fit", *args, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        history = json.loads((tmp_path / "ckpt" / f"s{seed}" / "mteb_scores.json").read_text())
+        runs[seed] = (proc.stderr, {h["stage"]: h for h in history["history"]})
+    (first_log, first), (second_log, second) = runs[0], runs[1]
+    assert "reused the cached scores of these weights" not in first_log
+    assert second_log.count("reused the cached scores of these weights") == 2  # both tasks
+    assert second["baseline"]["v_measures"] == first["baseline"]["v_measures"]
+    assert second["validation"]["v_measures"] != first["validation"]["v_measures"]
+
+
 assert_one_line_error = check_proc
 
 

@@ -14,9 +14,16 @@ from typing import Any
 
 import mteb
 
+from llm_embed.eval import score_cache
 from llm_embed.eval.intervals import EVAL_SEEDS, SeedScores, check_seeds
 from llm_embed.eval.mteb_adapter import MTEBEncoder
-from llm_embed.eval.tasks import OFFLINE_SUITE, get_tasks, load_task_data, preserve_global_rng
+from llm_embed.eval.tasks import (
+    OFFLINE_SUITE,
+    get_tasks,
+    load_task_data,
+    preserve_global_rng,
+    task_documents_sha256,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +95,35 @@ def score_clustering(
     # AbsTask() reseeds the global RNGs: keep the caller's (e.g. a training run's) streams intact.
     with preserve_global_rng(), _quiet_logging(not show_progress):
         names = [t.metadata.name for t in get_tasks(task_names, split=split)]  # checks every name
+        state = score_cache.encoder_state(encoder)
         for name in names:
             texts_before, seconds_before = model.encoded_texts, model.encode_seconds
-            values = []
-            for seed in seeds:
-                task = get_tasks([name], max_documents=max_documents, seed=seed, split=split)[0]
-                load_task_data(task)  # fails early, as one line, if an MTEB dataset is unreachable
-                values.append(_main_score(model, task, batch_size, show_progress))
-            scores[name] = SeedScores(seeds, tuple(values))
+            tasks = {
+                seed: get_tasks([name], max_documents=max_documents, seed=seed, split=split)[0]
+                for seed in seeds
+            }
+            keys = _score_keys(
+                state, tasks, name, split, batch_size, task_prompts, calibrate_on_texts
+            )
+            cached = score_cache.lookup_values(keys)
+            values = dict(cached)
+            for seed, task in tasks.items():
+                if seed not in values:
+                    load_task_data(task)  # fails early, as one line, if a dataset is unreachable
+                    values[seed] = _main_score(model, task, batch_size, show_progress)
+            score_cache.store_values({
+                keys[seed]: {"v_measure": values[seed], "task": name, "split": split, "seed": seed,
+                             "model": getattr(encoder, "name", None)}
+                for seed in keys if seed not in cached
+            })  # fmt: skip
+            scores[name] = SeedScores(seeds, tuple(values[seed] for seed in seeds))
+            if len(cached) == len(seeds):
+                logger.info(
+                    "%s (%s): V-measure %s over %d seeds | reused the cached scores of these "
+                    "weights and settings (%s)",
+                    name, split, scores[name].format(), len(seeds), score_cache.encoder_cache_path(),
+                )  # fmt: skip
+                continue
             texts = model.encoded_texts - texts_before
             seconds = model.encode_seconds - seconds_before
             logger.info(
@@ -109,6 +137,34 @@ def score_clustering(
                 texts / seconds if seconds > 0 else float("nan"),
             )
     return scores
+
+
+def _score_keys(
+    state: str | None,
+    tasks: Mapping[int, Any],
+    name: str,
+    split: str,
+    batch_size: int,
+    task_prompts: Mapping[str, str] | None,
+    calibrate_on_texts: bool,
+) -> dict[int, str]:
+    """Each seed's score-cache key; none without an encoder state or for a real MTEB task (whose
+    documents are not known before they load)."""
+    keys = {}
+    for seed, task in tasks.items():
+        documents = None if state is None else task_documents_sha256(task)
+        if documents is not None:
+            keys[seed] = score_cache.encoder_score_key(
+                state,
+                task=name,
+                split=split,
+                seed=seed,
+                documents=documents,
+                batch_size=batch_size,
+                prompt=(task_prompts or {}).get(name),
+                calibrate_on_texts=calibrate_on_texts,
+            )
+    return keys
 
 
 def _main_score(model: MTEBEncoder, task: Any, batch_size: int, show_progress: bool) -> float:

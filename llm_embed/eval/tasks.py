@@ -521,9 +521,7 @@ def get_tasks(
     with preserve_global_rng():
         for name in names:
             if name in LOCAL_TASKS:
-                tasks.append(
-                    LOCAL_TASKS[name](max_documents=max_documents, seed=seed, split=split)
-                )
+                tasks.append(LOCAL_TASKS[name](max_documents=max_documents, seed=seed, split=split))
             else:
                 if split != "all" and (name, split) not in _WARNED_SPLIT:
                     _WARNED_SPLIT.add((name, split))
@@ -545,6 +543,13 @@ def documents_sha256(name: str, *, split: str, max_documents: int | None) -> str
         return None
     with preserve_global_rng():
         task = LOCAL_TASKS[name](max_documents=max_documents, split=split)
+    return task_documents_sha256(task)
+
+
+def task_documents_sha256(task: AbsTask) -> str | None:
+    """SHA-256 of the (label, text) documents a task instance scores; None for a real MTEB task."""
+    if not isinstance(task, LocalClusteringTask):
+        return None
     texts, labels = task.documents()
     return texts_hash([f"{label}\t{text}" for text, label in zip(texts, labels, strict=True)])
 
