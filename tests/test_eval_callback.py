@@ -371,10 +371,43 @@ def test_report_split_scores_test_at_start_and_end_only(tmp_path: Path) -> None:
     report = (Path(trainer.log_dir) / "test_report.md").read_text(encoding="utf-8")
     assert "on the test split" in report and "this run, trained" in report
     # the trained run minus its start, per seed
-    (line,) = [ln for ln in report.splitlines() if ln.startswith("| this run, trained |") and "[" in ln]
+    (line,) = [
+        ln for ln in report.splitlines() if ln.startswith("| this run, trained |") and "[" in ln
+    ]
     assert "this run, start" in line
 
 
 def test_report_split_must_differ_from_the_watched_split() -> None:
     with pytest.raises(ValueError, match="report_split='dev'"):
         ClusteringEvalCallback(tasks=TASKS, report_split="dev")
+
+
+def test_seed_report_averages_training_runs_per_evaluation_seed(tmp_path: Path) -> None:
+    """Two runs of one recipe (here: 2 and 3 training batches per epoch), read back from their
+    folders: the recipe's row is the per-seed mean of the runs' test scores, and it is paired
+    against the start."""
+    from llm_embed.eval.seed_report import cli_main
+
+    runs = []
+    for batches in (2, 3):
+        callback = ClusteringEvalCallback(tasks=TASKS, report_split="test")
+        trainer = make_trainer(tmp_path / f"b{batches}", [callback], limit_train_batches=batches)
+        fit(trainer, TinySystem())
+        runs.append((Path(trainer.log_dir), callback.history[-1]))
+    (first, a), (second, b) = runs
+    assert a["stage"] == b["stage"] == "trained" and a["v_measures"] != b["v_measures"]
+    out = tmp_path / "report"
+    cli_main([str(first), str(second), "--name", "tiny", "--out", str(out)])
+    rows = {r["row"]: r for r in json.loads((out / "report.json").read_text(encoding="utf-8"))}
+    mean = rows["tiny, mean of 2 training seeds"]["scores"]
+    for task in TASKS:
+        expected = [
+            (x + y) / 2 for x, y in zip(a["v_measures"][task], b["v_measures"][task], strict=True)
+        ]
+        assert mean[task]["v_measures"] == pytest.approx(expected, abs=1e-12)
+    assert rows["tiny, untrained start"]["role"] == "baseline"
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "| tiny, mean of 2 training seeds |" in report and "Paired differences" in report
+    # a run folder without a finished test report is named in one line
+    with pytest.raises(UserError, match="has no mteb_scores.json"):
+        cli_main([str(first), str(tmp_path), "--out", str(out)])

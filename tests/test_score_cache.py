@@ -79,7 +79,9 @@ def test_same_weights_and_settings_reuse_the_scores(tiny_model_dir, task, monkey
     assert more.values[:3] == first.values and fresh_count.texts == embedded
 
 
-@pytest.mark.parametrize("change", ["weights", "pooling", "prompt", "dim_scale", "documents", "split"])
+@pytest.mark.parametrize(
+    "change", ["weights", "pooling", "prompt", "dim_scale", "documents", "split"]
+)
 def test_any_change_is_scored_afresh(tiny_model_dir, task, monkeypatch, change):
     base = Encoder(tiny_model_dir, pooling="mean").eval()
     score(base)
@@ -150,7 +152,9 @@ def _store(offset: int) -> None:
 
 
 def test_concurrent_writers_lose_nothing():
-    processes = [multiprocessing.get_context("fork").Process(target=_store, args=(n,)) for n in range(3)]
+    processes = [
+        multiprocessing.get_context("fork").Process(target=_store, args=(n,)) for n in range(3)
+    ]
     for process in processes:
         process.start()
     for process in processes:

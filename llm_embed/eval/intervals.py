@@ -106,13 +106,21 @@ class SeedScores:
         }
 
 
+def mean_of(scores: Sequence[SeedScores]) -> SeedScores:
+    """The per-seed mean of several scores under one seed set (tasks of a suite, or training
+    seeds of a recipe), with its interval over the evaluation seeds."""
+    if not scores:
+        raise ValueError("scores is empty; give at least one score")
+    seeds = {s.seeds for s in scores}
+    if len(seeds) != 1:
+        raise ValueError("the scores were taken under different seeds; score them under the same")
+    (common,) = seeds
+    columns = zip(*(s.values for s in scores), strict=True)
+    return SeedScores(common, tuple(sum(c) / len(scores) for c in columns))
+
+
 def mean_over_tasks(scores: Mapping[str, SeedScores]) -> SeedScores:
     """The per-seed mean over tasks: the suite's score, with its interval over seeds."""
     if not scores:
         raise ValueError("scores is empty; give at least one task's scores")
-    seeds = {s.seeds for s in scores.values()}
-    if len(seeds) != 1:
-        raise ValueError("the tasks were scored under different seeds; score them under the same")
-    (common,) = seeds
-    columns = zip(*(s.values for s in scores.values()), strict=True)
-    return SeedScores(common, tuple(sum(c) / len(scores) for c in columns))
+    return mean_of(list(scores.values()))
