@@ -33,8 +33,8 @@ def reference(run_dir) -> np.ndarray:
     return load_model(str(run_dir)).encode(TEXTS).numpy()
 
 
-def encode(capsys, *args: str) -> tuple[int, str]:
-    code = run_cli(lambda: cli_main([*args, "--no-progress"]))
+def encode(capsys, *args: str, progress: bool = False) -> tuple[int, str]:
+    code = run_cli(lambda: cli_main([*args] if progress else [*args, "--no-progress"]))
     return code, capsys.readouterr().err
 
 
@@ -59,12 +59,16 @@ def test_txt_gives_the_encoders_vectors_in_input_order(run_dir, reference, tmp_p
         "10",
         "--parquet",
         str(tmp_path / "e.parquet"),
+        progress=True,
     )
     assert code == 0, err
     got = np.load(tmp_path / "e.npy")
     assert got.dtype == np.float32 and got.shape == reference.shape
     np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-6)
     assert "1 of 37 texts were longer than max_text_tokens=100" in err
+    # stderr is not a terminal here: progress comes as plain log lines, the last one at 100%
+    assert "encode: 0/37 texts (0%)" in err and "encode: 37/37 texts (100%)" in err
+    assert "\r" not in err
     import pyarrow.parquet as pq
 
     table = pq.read_table(tmp_path / "e.parquet")

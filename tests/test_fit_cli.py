@@ -81,6 +81,9 @@ def test_fit_smoke_writes_every_output(tiny_model_dir, tmp_path, monkeypatch, ru
     log = proc.stdout + proc.stderr
     assert re.search(r"machine: \d+ GFLOP/s fp32 matmul", log), log[-2000:]
     assert re.search(r"fit took \d+\.\d min \(machine: \d+ GFLOP/s", log), log[-2000:]
+    # stderr is a pipe, not a terminal: the training heartbeat's plain lines are in it
+    assert re.search(r"step 1/3 \| loss \d+\.\d{4} \| \d+\.\d s/step \| ETA \d+\.\d min", proc.stderr)
+    assert re.search(r"step 3/3 \| loss \d", proc.stderr), proc.stderr[-2000:]
     saved = json.loads((run / "mteb_scores.json").read_text())  # the callback's scores, as plain JSON
     assert [h["stage"] for h in saved["history"]] == ["baseline", "validation"]
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from llm_embed._progress import progress_bar
 from llm_embed.data.filters import REASONS, FilterSettings, normalize, rejection
 from llm_embed.data.generators import PairGenerator
 from llm_embed.data.seeding import text_rng, texts_hash
@@ -205,8 +206,6 @@ class LLMParaphrasePairs(PairGenerator):
         self, texts: Sequence[str], *, seed: int, resume_file: str | Path | None = None
     ) -> list[dict]:
         """Pairs for ``texts`` in input order; ``resume_file`` holds finished chunks (see module doc)."""
-        from tqdm.auto import tqdm
-
         chunks = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]
         finished = _read_progress(Path(resume_file), chunks) if resume_file else {}
         if finished:
@@ -216,7 +215,7 @@ class LLMParaphrasePairs(PairGenerator):
         pairs: list[dict] = []
         start, new_pairs = time.monotonic(), 0
         done_texts = sum(len(chunks[i]) for i in finished)
-        bar = tqdm(
+        bar = progress_bar(
             total=len(texts),
             initial=done_texts,
             desc="paraphrase",

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_embed._fs import check_output
+from llm_embed._progress import progress_bar
 from llm_embed.errors import UserError
 from llm_embed.eval import score_cache
 from llm_embed.eval.clustering import score_clustering
@@ -272,8 +273,6 @@ def _draw_maps(
 
     ``encoder``: the model's loaded encoder, reused (else it is loaded, e.g. on a resumed grid).
     """
-    from tqdm.auto import tqdm
-
     from llm_embed.eval.maps import draw_map
 
     source, cells = plan
@@ -284,11 +283,14 @@ def _draw_maps(
         encoder = load_encoder(source, cells[0], config)
     if source.kind != "sentence-transformers":
         encoder.set_pooling(cells[0].pooling)
-    for task in tqdm(missing, desc="maps", unit="task", disable=not config.progress):
+    bar = progress_bar(total=len(missing), desc="maps", unit="task", disable=not config.progress)
+    for task in missing:
         path = draw_map(encoder, task, out / f"map-{task}.png", samples=config.map_samples,
                         split=split, prompt=cells[0].template(task))  # fmt: skip
         if path is not None:
             log.info("wrote %s", path)
+        bar.update(1)
+    bar.close()
 
 
 def _slug(name: str) -> str:
@@ -304,8 +306,6 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     Raises:
         UserError: Unknown pooling, prompt, task or kind; a bad ``--model``; mismatched backbone.
     """
-    from tqdm.auto import tqdm
-
     group = InferenceGroup(config.accelerator, config.devices, config.num_nodes)
     caps = DocCaps.parse(config.max_documents)
     batch_size, split = config.batch_size, config.split
@@ -419,7 +419,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
             total,
             results_path,
         )
-    bar = tqdm(
+    bar = progress_bar(
         total=total,
         initial=total - todo,
         desc="grid",

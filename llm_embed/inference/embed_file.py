@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_embed._fs import atomic_write, atomic_write_text, check_output, exclusive_lock
+from llm_embed._progress import progress_bar
 from llm_embed.errors import UserError, first_line
 from llm_embed.inference.distributed import InferenceGroup
 
@@ -352,12 +353,10 @@ def embed_file(
         _open_parts(parts, manifest)
     group.barrier()
 
-    from tqdm.auto import tqdm
-
     dim = encoder.embed_dim
     n_chunks = -(-stats.texts // chunk_size)
     reused = truncated = 0
-    bar = tqdm(
+    bar = progress_bar(
         total=stats.texts, unit="text", desc="encode", disable=not (progress and group.is_main)
     )
     sharded = group.shard(encoder)

@@ -20,10 +20,12 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from llm_embed._fs import check_output
 from llm_embed._machine import describe_machine
+from llm_embed._progress import stderr_is_terminal
 from llm_embed.data.datamodule import PairDataModule
 from llm_embed.errors import UserError
 from llm_embed.module import EmbeddingModule
 from llm_embed.train import resume
+from llm_embed.train.heartbeat import TrainingHeartbeat
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,10 @@ def fit(cli: FitCLI) -> None:
         resume.check_checkpoint_matches(cli.checkpoint, cli.model, ckpt_path)
         cli.checkpoint = None  # Lightning reads the file again; keep one copy in memory at most
     resume.install(cli.trainer, cli.config.get("seed_everything"))
+    if not stderr_is_terminal() and not any(
+        isinstance(c, TrainingHeartbeat) for c in cli.trainer.callbacks
+    ):  # a log file sees the bar of a terminal as nothing: a line a minute instead
+        cli.trainer.callbacks.append(TrainingHeartbeat())
     log_dir = cli.trainer.log_dir
     created = _new_dirs(Path(log_dir)) if log_dir and cli.trainer.is_global_zero else None
     machine = describe_machine() if cli.trainer.is_global_zero else ""
