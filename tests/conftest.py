@@ -13,6 +13,7 @@ import importlib.metadata
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,13 @@ ALLOW_MISSING_ASSETS = "LLM_EMBED_ALLOW_MISSING_ASSETS"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Module- and session-scoped fixtures run before the per-test fixture below: give them a cache of
+# the session's own, never the user's ~/.cache.
+os.environ["LLM_EMBED_SCORE_CACHE"] = os.path.join(
+    tempfile.mkdtemp(prefix="llm-embed-score-cache-"), "results.json"
+)
+
 
 @pytest.fixture(autouse=True)
 def _own_score_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -200,3 +200,34 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     assert checkpoint["global_step"] == 1
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
     assert not (run / "model").exists()  # no final model from a failed run
+
+
+# -- run folders -----------------------------------------------------------------------------------
+def test_a_second_fit_never_overwrites_a_run_and_a_resume_keeps_to_its_own(
+    tiny_model_dir, tmp_path, run_python
+):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", good_lines())
+    proc = run_python("-m", "llm_embed.fit", *tiny_args(tiny_model_dir, tmp_path, pairs), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "ckpt" / "default"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert run / "model" / "encoder.json" in before
+
+    # the same command again: refused in one line naming the way out; the first run untouched
+    proc = run_python("-m", "llm_embed.fit", *tiny_args(tiny_model_dir, tmp_path, pairs), cwd=tmp_path)
+    assert_one_line_error(proc, "already holds a run", "--trainer.logger.init_args.name", "--ckpt_path")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+    # another run's checkpoint under this config's name: refused, naming the checkpoint's own config
+    last = run / "checkpoints" / "last.ckpt"
+    other = tiny_args(tiny_model_dir, tmp_path, pairs, "--trainer.logger.init_args.name", "other",
+                      "--ckpt_path", str(last))  # fmt: skip
+    proc = run_python("-m", "llm_embed.fit", *other, cwd=tmp_path)
+    assert_one_line_error(proc, "belongs to the run in", f"{run}/config.yaml")
+    assert not (tmp_path / "ckpt" / "other").exists()
+
+    # a new name trains beside it
+    fresh = tiny_args(tiny_model_dir, tmp_path, pairs, "--trainer.logger.init_args.name", "second")
+    proc = run_python("-m", "llm_embed.fit", *fresh, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "ckpt" / "second" / "model" / "encoder.json").is_file()

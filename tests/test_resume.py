@@ -42,6 +42,7 @@ def _kill() -> None:
 
 class KillAt(L.Callback):
     """SIGKILL this process at ``$LLM_EMBED_TEST_KILL``: ``train:S`` (as step S starts),
+    ``term:S`` (SIGTERM instead, as step S starts),
     ``validation:S`` (inside the validation after step S) or ``save:S`` (halfway through writing
     the checkpoint of step S).
 
@@ -69,6 +70,8 @@ class KillAt(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if self.where == "train" and trainer.global_step == self.step:
             _kill()
+        if self.where == "term" and trainer.global_step == self.step:  # a scheduler's polite stop
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if self.where == "validation" and trainer.global_step == self.step:
@@ -410,3 +413,30 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(
     assert [(h["stage"], h["step"]) for h in hb] == [(h["stage"], h["step"]) for h in ha]
     for x, y in zip(ha, hb, strict=True):
         assert y["mean_v_measure"] == pytest.approx(x["mean_v_measure"], abs=1e-6)
+
+
+def test_sigterm_exits_non_zero_with_the_resume_command_and_the_resume_matches(
+    straight_run, tiny_model_dir, run_python
+):
+    from safetensors.torch import load_file
+
+    work, straight = straight_run
+    stopped = work / "sigterm"
+    config = _write_config(work, tiny_model_dir, stopped)
+    proc = run_python("-m", "llm_embed.fit", "--config", str(config), cwd=work,
+                      env={KILL_ENV: "term:5"})  # fmt: skip
+    run = stopped / "run"
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: fit was stopped by SIGTERM at step"), last_line
+    assert f"--config {run}/config.yaml --ckpt_path {run}/checkpoints/last.ckpt" in last_line
+    assert "Traceback" not in proc.stderr and not (run / "model").exists()
+
+    proc = run_python("-m", "llm_embed.fit", "--config", str(run / "config.yaml"),
+                      "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=work)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_file(straight / "model" / "adapter" / "adapter_model.safetensors")
+    b = load_file(run / "model" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
