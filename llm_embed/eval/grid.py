@@ -186,7 +186,7 @@ class EvalConfig:
         default=None, metadata=_option("output folder (default: docs/results/<model>)")
     )
     progress: bool = field(
-        default=True, metadata=_option("show a progress bar over the cells", flag="--no-progress")
+        default=True, metadata=_option("hide the progress over the cells", flag="--no-progress")
     )
     map_samples: int = field(
         default=500,
