@@ -105,15 +105,22 @@ def test_wrongly_typed_config_value(tmp_path, run_python):
     assert_one_line_error(proc, "trainer.max_steps", "ten", "see --help")
 
 
-def test_out_of_range_config_value(tiny_model_dir, tmp_path, run_python):
+@pytest.mark.parametrize(
+    "flag, value, matches",
+    [
+        ("--data.on_bad_line", "sometimes", ("on_bad_line='sometimes'", "'skip'")),
+        ("--data.seed", "-1", ("seed=-1 is invalid", "2**32 - 1")),
+    ],
+)
+def test_out_of_range_config_value(tiny_model_dir, tmp_path, run_python, flag, value, matches):
     pairs = write_pairs(tmp_path / "pairs.jsonl", good_lines())
     proc = run_python(
         "-m",
         "llm_embed.fit",
-        *tiny_args(tiny_model_dir, tmp_path, pairs, "--data.on_bad_line", "sometimes"),
+        *tiny_args(tiny_model_dir, tmp_path, pairs, flag, value),
         cwd=tmp_path,
     )
-    assert_one_line_error(proc, "bad config value", "on_bad_line='sometimes'", "'skip'")
+    assert_one_line_error(proc, "bad config value", *matches)
     assert not (tmp_path / "ckpt").exists()
 
 

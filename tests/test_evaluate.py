@@ -583,3 +583,20 @@ def test_calibration_on_the_clustered_texts_is_the_encoders_own_calibration_on_t
     assert (plain_rec["calibrate_on_texts"], own_rec["calibrate_on_texts"]) == (False, True)
     assert plain_rec["v_measures"] != own_rec["v_measures"]
     assert "calibrated on the task's texts" in (tmp_path / "a" / "results.md").read_text()
+
+
+@pytest.mark.parametrize("bad", [None, "0.5", float("nan")])
+def test_a_record_without_a_numeric_score_is_named_in_one_line(tiny_model_dir, tmp_path, capsys, bad):
+    args = ["--model", tiny_model_dir, "--tasks", "TinyTopics", "--out", str(tmp_path)]
+    assert evaluate(args) == 0
+    path = tmp_path / "results.json"
+    records = json.loads(path.read_text(encoding="utf-8"))
+    records[0]["v_measure"] = bad
+    path.write_text(json.dumps(records), encoding="utf-8")
+    before = path.read_bytes()
+    capsys.readouterr()
+    code = evaluate(args)
+    err = capsys.readouterr().err.strip()
+    check_error(code, err, "results.json record 0", "not a number", "delete that record",
+                command="evaluate")  # fmt: skip
+    assert path.read_bytes() == before  # nothing rewritten

@@ -155,6 +155,8 @@ class PairDataModule(L.LightningDataModule):
         self.cache_dir = cache_dir
         self.batch_size = batch_size
         self.val_size = val_size
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValueError(f"seed={seed!r} is invalid; use an int from 0 to 2**32 - 1")
         self.seed = seed
         self.num_workers = num_workers
         self.on_bad_line = on_bad_line

@@ -186,7 +186,20 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         raise UserError(f"{path} is corrupt ({err}): move it away or pass another --out") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
         raise UserError(f"{path} is not a list of records: move it away or pass another --out")
+    for index, record in enumerate(records):
+        values = [record.get("v_measure"), *(record.get("v_measures") or [])]
+        if not all(_finite(v) for v in values):
+            bad = next(v for v in values if not _finite(v))
+            raise UserError(
+                f"{path} record {index} ({record.get('model')}, {record.get('task')}) has the "
+                f"score {bad!r}, not a number: delete that record (it is scored again) or move "
+                "the file away"
+            )
     return records
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def write_records(path: Path, records: Sequence[Mapping[str, Any]]) -> None:

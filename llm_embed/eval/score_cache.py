@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -89,6 +90,7 @@ def lookup(
             and record.get("documents_sha256") == documents
             and _scoring_versions(record) == wanted
             and isinstance(record.get("v_measures"), list)
+            and all(isinstance(v, float) and math.isfinite(v) for v in record["v_measures"])
         ):
             return record
     return None
