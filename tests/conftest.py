@@ -29,9 +29,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Module- and session-scoped fixtures run before the per-test fixture below: give them a cache of
 # the session's own, never the user's ~/.cache.
-os.environ["LLM_EMBED_SCORE_CACHE"] = os.path.join(
-    tempfile.mkdtemp(prefix="llm-embed-score-cache-"), "results.json"
-)
+SESSION_SCORE_CACHE = os.path.join(tempfile.mkdtemp(prefix="llm-embed-score-cache-"), "results.json")
+os.environ["LLM_EMBED_SCORE_CACHE"] = SESSION_SCORE_CACHE
 
 
 @pytest.fixture(autouse=True)
