@@ -396,6 +396,12 @@ def test_seed_report_averages_training_runs_per_evaluation_seed(tmp_path: Path) 
         runs.append((Path(trainer.log_dir), callback.history[-1]))
     (first, a), (second, b) = runs
     assert a["stage"] == b["stage"] == "trained" and a["v_measures"] != b["v_measures"]
+    # the baseline's folder as the callback writes it: its own grid, where it is the "model"
+    (first / "test-baseline").mkdir()
+    baseline = [{"model": "base", "role": "model", "split": "test", "task": t, "seeds": a["seeds"],
+                 "v_measures": [0.1 + 0.01 * i for i in range(len(a["seeds"]))],
+                 "v_measure": 0.12} for t in TASKS]  # fmt: skip
+    (first / "test-baseline" / "results.json").write_text(json.dumps(baseline), encoding="utf-8")
     out = tmp_path / "report"
     cli_main([str(first), str(second), "--name", "tiny", "--out", str(out)])
     rows = {r["row"]: r for r in json.loads((out / "report.json").read_text(encoding="utf-8"))}
@@ -405,9 +411,11 @@ def test_seed_report_averages_training_runs_per_evaluation_seed(tmp_path: Path) 
             (x + y) / 2 for x, y in zip(a["v_measures"][task], b["v_measures"][task], strict=True)
         ]
         assert mean[task]["v_measures"] == pytest.approx(expected, abs=1e-12)
-    assert rows["tiny, untrained start"]["role"] == "baseline"
+    assert rows["tiny, untrained start"]["role"] == "baseline" == rows["base"]["role"]
+    assert rows["base"]["scores"][TASKS[0]]["v_measures"] == baseline[0]["v_measures"]
     report = (out / "report.md").read_text(encoding="utf-8")
     assert "| tiny, mean of 2 training seeds |" in report and "Paired differences" in report
+    assert "| tiny, mean of 2 training seeds |  |  | base |" in report  # paired against it
     # a run folder without a finished test report is named in one line
     with pytest.raises(UserError, match="has no mteb_scores.json"):
         cli_main([str(first), str(tmp_path), "--out", str(out)])

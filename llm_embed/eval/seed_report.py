@@ -63,8 +63,9 @@ def run_scores(run: Path, split: str) -> tuple[dict[str, SeedScores], dict[str, 
 
 def baseline_scores(run: Path, split: str) -> tuple[str, dict[str, SeedScores]] | None:
     """The baseline model's name and scores kept in ``<run>/<split>-baseline/results.json``."""
+    # the callback scores the baseline as the one model of its own folder (role "model")
     records = [r for r in read_records(run / f"{split}-baseline" / "results.json")
-               if r.get("role") == "baseline" and r.get("split") == split]  # fmt: skip
+               if r.get("split") == split]  # fmt: skip
     if not records:
         return None
     return records[-1]["model"], {r["task"]: record_scores(r) for r in records}
