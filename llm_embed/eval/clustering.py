@@ -150,9 +150,13 @@ def _score_keys(
 ) -> dict[int, str]:
     """Each seed's score-cache key; none without an encoder state or for a real MTEB task (whose
     documents are not known before they load)."""
-    keys = {}
+    keys: dict[int, str] = {}
+    if state is None:
+        return keys
+    # dev and test hold the same documents under every seed; only "all" subsamples by seed
+    first = task_documents_sha256(next(iter(tasks.values()))) if split != "all" else None
     for seed, task in tasks.items():
-        documents = None if state is None else task_documents_sha256(task)
+        documents = first if split != "all" else task_documents_sha256(task)
         if documents is not None:
             keys[seed] = score_cache.encoder_score_key(
                 state,

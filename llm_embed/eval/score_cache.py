@@ -148,15 +148,12 @@ def encoder_state(encoder: Any) -> str | None:
     sample of every tensor, as the OpenVINO graph's key), settings (pooling, prompts, layer,
     calibration scale, backends, ...) and device type; None for any other encoder (not cached)."""
     from llm_embed.encoder import Encoder
+    from llm_embed.inference.openvino_graph import hash_tensors
 
     if not isinstance(encoder, Encoder):
         return None
     digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(_effective_tensors(encoder.backbone), key=lambda item: item[0]):
-        flat = tensor.detach().reshape(-1)
-        step = max(1, flat.numel() // 256)
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(flat[::step].float().cpu().numpy().tobytes())
+    hash_tensors(digest, _effective_tensors(encoder.backbone))
     settings = {k: v for k, v in encoder.config_dict.items() if k != "backbone"}
     if settings.get("dim_scale") is not None:  # refitted scales agree to float noise, not bits
         settings["dim_scale"] = [float(f"{v:.6g}") for v in settings["dim_scale"]]
@@ -201,7 +198,7 @@ def lookup_values(keys: Mapping[int, str]) -> dict[int, float]:
         value = (
             entries.get(key, {}).get("v_measure") if isinstance(entries.get(key), dict) else None
         )
-        if isinstance(value, float) and value == value:  # a finite float, never NaN
+        if isinstance(value, float) and math.isfinite(value):
             found[seed] = value
     return found
 

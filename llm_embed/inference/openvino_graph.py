@@ -61,13 +61,18 @@ def weights_fingerprint(module: nn.Module, *, layer: int, samples: int = 256) ->
     """
     digest = hashlib.blake2b(digest_size=12)
     digest.update(f"layer={layer}".encode())
-    tensors = [*module.named_parameters(), *module.named_buffers()]
+    hash_tensors(digest, [*module.named_parameters(), *module.named_buffers()], samples=samples)
+    return digest.hexdigest()
+
+
+def hash_tensors(digest: Any, tensors: Any, *, samples: int = 256) -> None:
+    """Feed ``digest`` each (name, tensor)'s name, shape, dtype and ~``samples`` strided values,
+    in name order."""
     for name, tensor in sorted(tensors, key=lambda item: item[0]):
         flat = tensor.detach().reshape(-1)
         step = max(1, flat.numel() // samples)
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(flat[::step].float().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 class BackboneStates(nn.Module):
