@@ -342,6 +342,9 @@ class EmbeddingModule(L.LightningModule):
     def on_fit_end(self) -> None:
         log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank asks, not rank 0 alone
         with self._full_parameters():  # FSDP: every rank joins the gather, rank 0 writes
+            # The saved scale fits the final weights even when no validation ran at the last step
+            # (a resume that starts at max_steps runs none): a no-op when one already did.
+            self.calibrate()
             if self.trainer.is_global_zero and log_dir:
                 path = self.encoder.save(f"{log_dir}/model")
                 log.info("saved encoder config and LoRA adapter to %s", path)

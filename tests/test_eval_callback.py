@@ -419,3 +419,13 @@ def test_seed_report_averages_training_runs_per_evaluation_seed(tmp_path: Path) 
     # a run folder without a finished test report is named in one line
     with pytest.raises(UserError, match="has no mteb_scores.json"):
         cli_main([str(first), str(tmp_path), "--out", str(out)])
+
+
+def test_a_task_prompt_for_a_task_never_scored_is_refused_before_training(tmp_path: Path) -> None:
+    callback = ClusteringEvalCallback(tasks=TASKS)
+    module = TinySystem()
+    module.encoder.task_prompts = {"TinyTopicsA": "clustering", "WordNetNounGloss": "clustering"}
+    trainer = make_trainer(tmp_path, [callback])
+    with pytest.raises(UserError, match="names 'WordNetNounGloss', which no evaluation task is"):
+        fit(trainer, module)
+    assert callback.history == [] and module.encoder.calls == []  # nothing was scored or trained

@@ -49,8 +49,9 @@ def _kill() -> None:
 class KillAt(L.Callback):
     """SIGKILL this process at ``$LLM_EMBED_TEST_KILL``: ``train:S`` (as step S starts),
     ``term:S`` (SIGTERM instead, as step S starts),
-    ``validation:S`` (inside the validation after step S) or ``save:S`` (halfway through writing
-    the checkpoint of step S).
+    ``validation:S`` (inside the validation after step S), ``save:S`` (halfway through writing
+    the checkpoint of step S) or ``end:S`` (training done at step S, its last checkpoint written,
+    the test report and the model not yet).
 
     Read from the environment, so the killed run and its resumption share one saved config.
     """
@@ -81,6 +82,10 @@ class KillAt(L.Callback):
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         if self.where == "validation" and trainer.global_step == self.step:
+            _kill()
+
+    def on_train_end(self, trainer, pl_module) -> None:  # after the final checkpoint, before the
+        if self.where == "end" and trainer.global_step == self.step:  # report and the model save
             _kill()
 
 
@@ -255,7 +260,11 @@ def _write_config(tmp_path: Path, tiny_model_dir: str, save_dir: Path) -> Path:
         {"class_path": "test_resume.KillAt"},
         {
             "class_path": "llm_embed.eval.callback.ClusteringEvalCallback",
-            "init_args": {"tasks": ["WordNetNounGlosses"], "max_documents": 60},
+            "init_args": {
+                "tasks": ["WordNetNounGlosses"],
+                "max_documents": 60,
+                "report_split": "test",
+            },
         },
         {
             "class_path": "llm_embed.train.resume.ResumableCheckpoint",
@@ -285,6 +294,7 @@ def _write_config(tmp_path: Path, tiny_model_dir: str, save_dir: Path) -> Path:
             },
             "lr": 5.0e-3,
             "warmup_steps": 2,
+            "calibration_texts": 8,  # a saved scale that a resume must not lose
         },
         "data": {
             "pairs_file": str(tmp_path / "pairs.jsonl"),
@@ -364,6 +374,7 @@ KILLS = {
     "validation:9": 8,  # during the final evaluation: step 9 is saved only after it
     "save:8": 6,  # halfway through writing step 8's checkpoint: step 6's stays
     "damaged": 3,  # killed at train:5, then last.ckpt (step 4) cut short: its predecessor
+    "end:9": 9,  # after the final checkpoint, before the report and the model: resumes at the end
 }
 
 
@@ -414,11 +425,20 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(
     ha = json.loads((straight / "mteb_scores.json").read_text())["history"]
     hb = json.loads((run / "mteb_scores.json").read_text())["history"]
     assert [(h["stage"], h["step"]) for h in ha] == [
-        ("baseline", 0), ("validation", 3), ("validation", 6), ("validation", 9)
+        ("baseline", 0), ("start", 0), ("validation", 3), ("validation", 6), ("validation", 9),
+        ("trained", 9),
     ]  # fmt: skip
     assert [(h["stage"], h["step"]) for h in hb] == [(h["stage"], h["step"]) for h in ha]
     for x, y in zip(ha, hb, strict=True):
         assert y["mean_v_measure"] == pytest.approx(x["mean_v_measure"], abs=1e-6)
+    # the saved model is the uninterrupted run's: its calibration scale and its test report too
+    scale_a = json.loads((straight / "model" / "encoder.json").read_text())["dim_scale"]
+    scale_b = json.loads((run / "model" / "encoder.json").read_text())["dim_scale"]
+    assert scale_a is not None and scale_b == pytest.approx(scale_a, rel=1e-5, abs=1e-7)
+    def table(report: Path) -> list[str]:  # the rows; the header says when it was rendered
+        return [ln for ln in report.read_text().splitlines() if ln.startswith("|")]
+
+    assert table(run / "test_report.md") == table(straight / "test_report.md")
 
 
 def test_sigterm_exits_non_zero_with_the_resume_command_and_the_resume_matches(

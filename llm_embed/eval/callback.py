@@ -141,7 +141,15 @@ class ClusteringEvalCallback(pl.Callback):
         return self._samples
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check the projector sample against the tasks before training starts."""
+        """Check the encoder's per-task prompts and the projector sample against the tasks before
+        training starts: a prompt for a task that is never scored is a typo, not a choice."""
+        prompts = getattr(getattr(pl_module, "encoder", None), "task_prompts", None) or {}
+        stray = sorted(set(prompts) - set(self.tasks))
+        if stray:
+            raise UserError(
+                f"model.encoder.init_args.task_prompts names {', '.join(map(repr, stray))}, which "
+                f"no evaluation task is (tasks: {', '.join(self.tasks)}): fix the name or drop it"
+            )
         if self.projector_samples and trainer.is_global_zero:
             self.projector_texts()
 
@@ -326,6 +334,16 @@ class ClusteringEvalCallback(pl.Callback):
         if not any(h["stage"] == "trained" and h["step"] == trainer.global_step for h in self.history):
             self._score(trainer, pl_module, "trained", self.report_split)
         self.write_report(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The report, if ``on_train_end`` did not run: Lightning skips it when a resumed run
+        starts at ``max_steps`` (killed after its final checkpoint, before the end)."""
+        if self.report_split is None or not trainer.is_global_zero:
+            return
+        if not (Path(trainer.log_dir) / f"{self.report_split}_report.md").is_file() or not any(
+            h["stage"] == "trained" and h["step"] == trainer.global_step for h in self.history
+        ):
+            self.on_train_end(trainer, pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Baseline before any update; rank 0 logs straight to the loggers (self.log is not allowed here).
