@@ -114,6 +114,7 @@ PAIR_CONFIGS = {
     "lemma-pairs.yaml": "WordNetPairs",
     "lexname-pairs.yaml": "WordNetPairs",
     "broader-pairs.yaml": "WordNetPairs",
+    "adapt.yaml": "AugmentPairs",  # the user's own texts as the source
 }
 
 
@@ -204,3 +205,29 @@ def test_gpu_recipe_is_the_papers(resolve):
     )
     for overlay in OVERLAYS:
         assert "lora" not in (yaml.safe_load((CONFIGS / overlay).read_text()).get("model") or {})
+
+
+def test_the_lever_screen_scores_dev_alone_and_changes_nothing_else(resolve):
+    """A screened lever must differ from the default in its own change only: the overlay may
+    touch nothing but the callbacks."""
+    base = resolve("default.yaml")
+    screen = resolve("default.yaml", "levers/dev-screen.yaml")
+    callbacks = screen["trainer"].pop("callbacks")
+    base["trainer"].pop("callbacks")
+    assert screen == base
+    evals = [c for c in callbacks if c["class_path"].endswith("ClusteringEvalCallback")]
+    assert len(evals) == 1 and evals[0]["init_args"]["split"] == "dev"
+    assert evals[0]["init_args"].get("report_split") is None
+    assert not any(c["class_path"].endswith("AttentionMapCallback") for c in callbacks)
+
+
+def test_the_adapt_overlay_trains_on_the_users_texts_and_changes_nothing_else(resolve):
+    base = resolve("default.yaml")
+    adapt = resolve("default.yaml", "adapt.yaml")
+    assert adapt["data"].pop("source") == "my-texts.txt" and base["data"].pop("source") == "wordnet"
+    assert adapt["data"].pop("cache_dir") != base["data"].pop("cache_dir")
+    assert adapt["data"].pop("generator")["class_path"].endswith("AugmentPairs")
+    base["data"].pop("generator")
+    assert adapt["trainer"]["logger"]["init_args"].pop("name") == "adapt"
+    base["trainer"]["logger"]["init_args"].pop("name")
+    assert adapt == base  # calibration_texts stays: fitted on the new anchors, the user's texts

@@ -45,13 +45,19 @@ from llm_embed.eval.results import (
     render,
     write_records,
 )
-from llm_embed.eval.tasks import OFFLINE_SUITE, SPLITS, documents_sha256, get_tasks
+from llm_embed.eval.tasks import (
+    FILE_TASKS,
+    OFFLINE_SUITE,
+    SPLITS,
+    documents_sha256,
+    get_tasks,
+    register_task_files,
+)
 from llm_embed.inference.distributed import InferenceGroup
 from llm_embed.inference.load import KINDS, MODEL_HELP, ModelSource, load_model, resolve_model
 from llm_embed.prompts import load_prompts
 
 log = logging.getLogger(__name__)
-
 
 
 def _option(help: str, **extra: Any) -> Any:
@@ -138,8 +144,15 @@ class EvalConfig:
     tasks: Sequence[str] | str | None = field(
         default=None,
         metadata=_option(
-            "comma-separated local or MTEB clustering task names (default: the offline suite)"
+            "comma-separated local or MTEB clustering task names, or labelled files (.jsonl, "
+            ".csv, .tsv, .parquet; the task is named after the file) (default: the offline suite)"
         ),
+    )
+    text_field: str = field(
+        default="text", metadata=_option("the text column of a labelled file (default: text)")
+    )
+    label_field: str = field(
+        default="label", metadata=_option("the label column of a labelled file (default: label)")
     )
     max_documents: int | str | Mapping[str, int | None] | None = field(
         default=None,
@@ -320,7 +333,11 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         task_prompts = load_task_prompts(task_prompts)
     if not tasks:
         raise UserError("no tasks given: name at least one, e.g. BBCNewsHeadlines")
+    tasks = register_task_files(tasks, text_field=config.text_field, label_field=config.label_field)
     task_names = [t.metadata.name for t in get_tasks(list(tasks))]
+    for name in task_names:  # a file's split and cap are checked before anything is written
+        if name in FILE_TASKS:
+            documents_sha256(name, split=split, max_documents=caps(name))
     stray_caps = [t for t, _ in caps.per_task if t not in task_names]
     if stray_caps:
         raise UserError(f"max_documents names tasks not evaluated: {', '.join(stray_caps)}")
@@ -376,15 +393,21 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
     # the encoder's own check (an OptionError, one line), before any model loads
     check_inference_options(dim, dtype, config.inference_backend)
 
-    def pending(source: ModelSource, cell: Cell) -> list[str]:
-        return [t for t in task_names if key(source, cell, t) not in done]
-
     hashes: dict[str, str | None] = {}
 
     def documents(task: str) -> str | None:
         if task not in hashes:
             hashes[task] = documents_sha256(task, split=split, max_documents=caps(task))
         return hashes[task]
+
+    def pending(source: ModelSource, cell: Cell) -> list[str]:
+        """Tasks without a record, or whose record scored other documents (an edited file)."""
+        return [
+            t
+            for t in task_names
+            if (r := done.get(key(source, cell, t))) is None
+            or r.get("documents_sha256") not in (None, documents(t))
+        ]
 
     cache = score_cache.read_cache() if any(score_cache.cacheable(s) for s, _ in plans) else []
 
@@ -396,6 +419,7 @@ def evaluate_grid(config: EvalConfig) -> list[dict[str, Any]]:
         return None if hit is None else {**hit, "role": source.role}
 
     def keep(record: dict[str, Any]) -> None:
+        records[:] = [r for r in records if record_key(r) != record_key(record)]
         records.append(record)
         done[record_key(record)] = record
         if group.is_main:

@@ -22,6 +22,7 @@ import random
 import re
 import sys
 from collections.abc import Hashable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import mteb
@@ -32,6 +33,7 @@ from mteb.abstasks.clustering import AbsTaskClustering
 from mteb.abstasks.task_metadata import TaskMetadata
 
 from llm_embed.data import corpora
+from llm_embed.data.labelled_file import is_labelled_file, read_labelled_file
 from llm_embed.data.seeding import sample_indices, texts_hash
 from llm_embed.errors import UserError, first_line
 
@@ -182,9 +184,13 @@ class LocalClusteringTask(AbsTaskClustering):
             keep = sample_indices(len(texts), cap, self.seed if self.split == "all" else SPLIT_SEED)
             texts = [texts[i] for i in keep]
             labels = [labels[i] for i in keep]
-        if len(set(labels)) < 2:
-            raise ValueError(
-                f"{self.metadata.name}: needs at least 2 labels, got {sorted(set(labels))}"
+        kinds = set(labels)
+        if len(kinds) < 2 or len(texts) <= len(kinds):
+            where = f"{self.split} split" + (f", capped at {cap} documents" if cap else "")
+            raise UserError(
+                f"{self.metadata.name} ({where}): {len(texts)} texts of {len(kinds)} label(s); "
+                "clustering needs at least 2 labels and more texts than labels: add texts, or "
+                "score --split all"
             )
         return texts, labels
 
@@ -422,6 +428,93 @@ LOCAL_TASKS: dict[str, type[LocalClusteringTask]] = {
 }
 
 
+class LabelledFileTask(LocalClusteringTask):
+    """A user's labelled file as a clustering task (:func:`file_task` makes one class per file).
+
+    Scored under the suite's protocol: the same dev/test halves (keyed by text, stratified by
+    label), evaluation seeds and intervals; no default cap.
+    """
+
+    texts: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+
+    def corpus(self) -> tuple[list[str], list[str]]:
+        """The file's texts and labels, in file order."""
+        return list(self.texts), list(self.labels)
+
+
+# Tasks made from files in this process, by name: found by name wherever a suite task is.
+FILE_TASKS: dict[str, type[LabelledFileTask]] = {}
+
+
+def task_class(name: str) -> type[LocalClusteringTask] | None:
+    """The local task class named ``name`` (a suite task or a registered file); None otherwise."""
+    return LOCAL_TASKS.get(name) or FILE_TASKS.get(name)
+
+
+def file_task_name(path: str | Path) -> str:
+    """The task name a labelled file gets: its file name without the suffix, in safe characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(path).stem).strip("-.") or "file"
+
+
+def file_task(
+    path: str | Path, *, text_field: str = "text", label_field: str = "label"
+) -> type[LabelledFileTask]:
+    """Read and check a labelled file (:func:`~llm_embed.data.labelled_file.read_labelled_file`)
+    and register it as a task named by :func:`file_task_name`.
+
+    Raises:
+        UserError: A bad file, or a name that a suite task already has.
+    """
+    name = file_task_name(path)
+    if name in LOCAL_TASKS:
+        raise UserError(
+            f"labelled file {path} would be named {name}, a suite task's name: rename the file"
+        )
+    texts, labels = read_labelled_file(path, text_field=text_field, label_field=label_field)
+    metadata = local_task_metadata(
+        name,
+        f"Cluster the {len(texts)} texts of {Path(path).name} into their "
+        f"{len(set(labels))} labels (a user's labelled file).",
+        reference=None,
+        date=None,
+        domains=None,
+        license=None,
+        bibtex_citation="",
+        annotations_creators=None,
+        sample_creation=None,
+    )
+    cls = type(name, (LabelledFileTask,), {
+        "metadata": metadata, "texts": tuple(texts), "labels": tuple(labels),
+        "__doc__": f"Texts and labels of {path}.",
+    })  # fmt: skip
+    FILE_TASKS[name] = cls
+    return cls
+
+
+def register_task_files(
+    names: Sequence[str], *, text_field: str = "text", label_field: str = "label"
+) -> list[str]:
+    """``names`` with every labelled file path replaced by its task's name (the file registered).
+
+    Raises:
+        UserError: A bad file, or two files that would get one name.
+    """
+    resolved: list[str] = []
+    paths: dict[str, str] = {}
+    for name in names:
+        if not is_labelled_file(name):
+            resolved.append(name)
+            continue
+        task = file_task(name, text_field=text_field, label_field=label_field).metadata.name
+        if paths.setdefault(task, name) != name:
+            raise UserError(
+                f"labelled files {paths[task]} and {name} would both be task {task}: rename one"
+            )
+        resolved.append(task)
+    return resolved
+
+
 @contextlib.contextmanager
 def preserve_global_rng() -> Iterator[None]:
     """Restore Python's, NumPy's and torch's global RNG states on exit (mteb reseeds them)."""
@@ -464,8 +557,9 @@ def _mteb_task(name: str, max_documents: int | None, seed: int = 42) -> AbsTask:
         close = close or re.findall(r"Did you mean: '([^']+)'", str(e.args[0] if e.args else ""))
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(
-            f"unknown task {name!r}{hint}: local tasks are {', '.join(LOCAL_TASKS)}, "
-            "and real MTEB task names such as TwentyNewsgroupsClustering.v2 are accepted"
+            f"unknown task {name!r}{hint}: local tasks are {', '.join(LOCAL_TASKS)}; real MTEB "
+            "task names such as TwentyNewsgroupsClustering.v2 and labelled files (.jsonl, .csv, "
+            ".tsv, .parquet with text and label columns) are accepted"
         ) from None
     if task.metadata.type != "Clustering":
         raise UserError(
@@ -520,8 +614,9 @@ def get_tasks(
     tasks: list[AbsTask] = []
     with preserve_global_rng():
         for name in names:
-            if name in LOCAL_TASKS:
-                tasks.append(LOCAL_TASKS[name](max_documents=max_documents, seed=seed, split=split))
+            local = task_class(name)
+            if local is not None:
+                tasks.append(local(max_documents=max_documents, seed=seed, split=split))
             else:
                 if split != "all" and (name, split) not in _WARNED_SPLIT:
                     _WARNED_SPLIT.add((name, split))
@@ -539,10 +634,11 @@ def documents_sha256(name: str, *, split: str, max_documents: int | None) -> str
 
     What a score was measured on: a cached score is reused only for the same documents.
     """
-    if name not in LOCAL_TASKS:
+    local = task_class(name)
+    if local is None:
         return None
     with preserve_global_rng():
-        task = LOCAL_TASKS[name](max_documents=max_documents, split=split)
+        task = local(max_documents=max_documents, split=split)
     return task_documents_sha256(task)
 
 
