@@ -215,3 +215,23 @@ def exclusive_lock(path: Path, what: str) -> Iterator[None]:
     finally:
         lock.unlink(missing_ok=True)
         os.close(fd)
+
+
+@contextmanager
+def wait_lock(path: Path) -> Iterator[None]:
+    """Wait for, then hold, an exclusive lock beside ``path`` (``.<name>.lock``, kept afterwards).
+
+    For read-merge-write of a shared file (a results table, the score cache): concurrent writers
+    take turns, so none loses another's entries. The lock file stays, since removing it would let
+    a waiter and a newcomer lock two different files at once.
+    """
+    import fcntl
+
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

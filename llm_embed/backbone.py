@@ -101,6 +101,11 @@ def resolve(name: str) -> str:
 
 
 def _load_error(name: str, err: Exception) -> UserError:
+    if "trust_remote_code" in str(err):  # the folder ships model code that transformers would run
+        return UserError(
+            f"model {name!r} needs the Python code shipped in its folder to load: read that code, "
+            "then pass --trust-remote-code (trust_remote_code: true in a config)"
+        )
     return UserError(
         f"could not load model {name!r} ({first_line(err)}): use a local folder, a packaged model "
         f"({', '.join(sorted(PACKAGED))}), or a hub id that is cached or reachable over the network"
@@ -194,3 +199,10 @@ def load_backbone(
         )
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from err
+    except Exception as err:
+        if type(err).__name__ != "SafetensorError":  # safetensors' own type, not an OSError
+            raise
+        raise UserError(
+            f"model {name!r} has a damaged weights file ({first_line(err)}): copy or download "
+            "that folder again"
+        ) from err

@@ -170,6 +170,10 @@ class Encoder(nn.Module):
         self.padding_side = padding_side
         self.layer = layer
         self.backbone_name = backbone
+        if trust_remote_code:
+            log.warning(
+                "trust_remote_code is on: Python code shipped with %s may run as it loads", backbone
+            )
         self.tokenizer = load_tokenizer(backbone, trust_remote_code=trust_remote_code)
         if not self.tokenizer.is_fast:
             raise UserError(

@@ -84,3 +84,17 @@ def test_every_command_gives_the_same_message_for_a_bad_model(tmp_path, capsys, 
     assert model in errors["evaluate"] or kind != "missing folder"
     assert len(set(errors.values())) == 1, errors  # word for word the same in every command
     assert not any((tmp_path / out).exists() for out in ("results", "export", "e.npy", "a.png"))
+
+
+def test_a_truncated_weights_file_is_one_line(tiny_model_dir, tmp_path):
+    import shutil
+
+    from llm_embed.encoder import Encoder
+    from llm_embed.errors import UserError
+
+    folder = tmp_path / "truncated"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(UserError, match="has a damaged weights file.*copy or download"):
+        Encoder(str(folder))

@@ -264,6 +264,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         ),  # hub id while offline
         ("good.txt", ["--model", "./no/such/folder"], "not found"),
         ("good.txt", ["--inference-backend", "onnx"], "inference_backend='onnx' is unknown"),
+        ("good.txt", ["--parquet", "{tmp}/OUT.npy"], "--out and --parquet are the same file"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(run_dir, tmp_path, capsys, input, extra, match):

@@ -600,3 +600,22 @@ def test_a_record_without_a_numeric_score_is_named_in_one_line(tiny_model_dir, t
     check_error(code, err, "results.json record 0", "not a number", "delete that record",
                 command="evaluate")  # fmt: skip
     assert path.read_bytes() == before  # nothing rewritten
+
+
+def test_concurrent_writers_into_one_folder_keep_each_others_records(tiny_model_dir, tmp_path):
+    """Two evaluate runs into one --out: each merges its records under a lock, none is lost
+    (the second run read results.json before the first one wrote its record)."""
+    from llm_embed.eval.results import read_records, write_records
+
+    out = tmp_path / "out"
+    args = ["--model", tiny_model_dir, "--out", str(out), "--seeds", "0", "--map-samples", "0"]
+    assert evaluate([*args, "--tasks", "TinyTopics"]) == 0
+    (topics,) = read(out)
+    path = out / "results.json"
+    stale = read_records(path)  # what a second run loaded before the first one finished
+    path.unlink()
+    assert evaluate([*args, "--tasks", "TinyColors"]) == 0
+    write_records(path, stale)  # the slower run writes its (older) view last
+    assert sorted(r["task"] for r in read(out)) == ["TinyColors", "TinyTopics"]
+    write_records(path, [{**topics, "v_measure": 0.5}])  # a record with a known key replaces its own
+    assert [r["v_measure"] for r in read(out) if r["task"] == "TinyTopics"] == [0.5]

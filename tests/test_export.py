@@ -306,6 +306,21 @@ def test_model_card_of_a_run_has_hub_metadata_training_and_scores(run_dir, tmp_p
     assert not (out / "NOTICE").exists()
 
 
+@pytest.mark.parametrize("scores", ['{"history": [', '{"history": [{"stage": "validation"}]}', "[1]"])
+def test_an_unreadable_scores_file_leaves_the_scores_out_of_the_card(run_dir, tmp_path, caplog, scores):
+    """The export is still made: the scores are a note on the card, not part of the model."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    (run / "config.yaml").write_text("seed_everything: 0\n")  # a run folder: config + model/
+    (run / "mteb_scores.json").write_text(scores)
+    with caplog.at_level("WARNING", logger="llm_embed"):
+        out = export_model(str(run), tmp_path / "export")
+    assert "Clustering quality" not in (out / "README.md").read_text()
+    assert "is not a readable scores file" in caplog.text
+
+
 def test_model_card_of_a_packaged_base_carries_its_terms(tmp_path):
     from types import SimpleNamespace
 

@@ -85,3 +85,30 @@ def test_api_refuses_too_and_the_flag_lets_the_code_run(code_folder, tmp_path):
     with contextlib.suppress(Exception):  # only whether the shipped code ran matters here
         load_model(str(run), trust_remote_code=True)
     assert marker.read_text() == "ran"  # the test can fail: this folder's code does run
+
+
+def test_a_bare_folder_that_needs_its_code_names_the_flag(code_folder, tmp_path, run_python):
+    """A model type transformers does not know loads only through the folder's own code."""
+    folder, marker = code_folder
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "custom-tiny"
+    config["auto_map"]["AutoConfig"] = "custom_model.CustomConfig"
+    (folder / "config.json").write_text(json.dumps(config))
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a cat\na dog\n")
+    out = tmp_path / "emb.npy"
+    proc = run_python("-m", "llm_embed.encode", "--model", str(folder), "--input", str(texts),
+                      "--out", str(out), "--no-progress")  # fmt: skip
+    check_proc(proc, "needs the Python code shipped in its folder", "--trust-remote-code")
+    assert not marker.exists() and not out.exists()
+
+
+def test_turning_custom_code_on_says_so_in_one_line(code_folder, caplog):
+    from llm_embed.encoder import Encoder
+
+    folder, marker = code_folder
+    with caplog.at_level("WARNING", logger="llm_embed"), contextlib.suppress(Exception):
+        Encoder(str(folder), trust_remote_code=True)
+    said = [r.getMessage() for r in caplog.records if "trust_remote_code is on" in r.getMessage()]
+    assert len(said) == 1 and str(folder) in said[0]
+    assert marker.read_text() == "ran"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llm_embed._fs import atomic_write, atomic_write_text
+from llm_embed._fs import atomic_write, atomic_write_text, wait_lock
 from llm_embed.errors import UserError
 from llm_embed.eval.intervals import SeedScores, mean_over_tasks
 from llm_embed.eval.plan import Cell, DocCaps
@@ -203,8 +203,19 @@ def _finite(value: Any) -> bool:
 
 
 def write_records(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    text = json.dumps(list(records), indent=2) + "\n"
-    atomic_write_text(path, text)
+    """Merge ``records`` into ``path`` under a lock: a record replaces the one with its key, and
+    the records other writers added meanwhile (a second evaluate into one folder) stay."""
+    with wait_lock(path):
+        merged = read_records(path) if path.is_file() else []
+        where = {record_key(r): i for i, r in enumerate(merged)}
+        for record in records:
+            key = record_key(record)
+            if key in where:
+                merged[where[key]] = dict(record)
+            else:
+                where[key] = len(merged)
+                merged.append(dict(record))
+        atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
 
 
 def record_scores(record: Mapping[str, Any]) -> SeedScores:

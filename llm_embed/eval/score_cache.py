@@ -16,7 +16,6 @@ read, is recomputed, never trusted. The cache lives in ``$LLM_EMBED_CACHE/scores
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -24,12 +23,11 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from llm_embed import _assets
-from llm_embed._fs import atomic_write_text
+from llm_embed._fs import atomic_write_text, wait_lock
 from llm_embed.inference.load import ModelSource
 
 log = logging.getLogger(__name__)
@@ -203,18 +201,6 @@ def lookup_values(keys: Mapping[int, str]) -> dict[int, float]:
     return found
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Wait for, then hold, an exclusive lock beside ``path``: concurrent runs merge, never lose."""
-    lock = path.with_name(f".{path.name}.lock")
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def store_values(values: Mapping[str, Mapping[str, Any]]) -> None:
     """Add entries (key -> {"v_measure": ..., what it measured}) by read-merge-write under a lock;
     a failure only warns."""
@@ -223,7 +209,7 @@ def store_values(values: Mapping[str, Mapping[str, Any]]) -> None:
     path = encoder_cache_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _locked(path):
+        with wait_lock(path):
             entries = _read_encoder_scores()
             entries.update({key: dict(entry) for key, entry in values.items()})
             if len(entries) > MAX_ENCODER_SCORES:

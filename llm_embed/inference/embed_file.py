@@ -266,6 +266,19 @@ def prepare(
     out = Path(out).expanduser()
     if out.suffix != ".npy":
         raise UserError(f"output {out} must end in .npy")
+    paths = {"--out": out, "--parquet": parquet, "--input": input}
+    if precision in ("int8", "uint8"):
+        paths["the ranges file"] = ranges_path(out)
+    seen: dict[Path, str] = {}
+    for flag, value in paths.items():
+        if value is None:
+            continue
+        where = Path(value).expanduser().resolve()
+        if where in seen:
+            raise UserError(
+                f"{seen[where]} and {flag} are the same file ({where}): give each its own path"
+            )
+        seen[where] = flag
     check_output(out, folder=False, overwrite=overwrite)
     if precision in ("int8", "uint8"):
         check_output(ranges_path(out), folder=False, overwrite=overwrite, what="the ranges file")

@@ -11,16 +11,20 @@ a notice (Gemma) gets it in the card and in a ``NOTICE`` file.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from llm_embed._assets import ASSETS
+from llm_embed.errors import first_line
 from llm_embed.inference.load import EXPORT_CONFIG
 
 if TYPE_CHECKING:
     from llm_embed.encoder import Encoder
+
+log = logging.getLogger(__name__)
 
 ST_MODULE = "llm_embed.inference.st_module.LLMEmbedTransformer"
 TRAINING_CONFIG = "training_config.yaml"
@@ -105,13 +109,22 @@ def _scores(run: Path) -> str:
     path = run / SCORES_FILE
     if not path.is_file():
         return ""
-    history = json.loads(path.read_text(encoding="utf-8")).get("history") or []
-    # the report split (test) when the run scored it, else the split it watched (dev)
-    final = next((h for h in reversed(history) if h["stage"] == "trained"), None)
-    start_stage = "start"
-    if final is None:
-        final = next((h for h in reversed(history) if h["stage"] == "validation"), None)
-        start_stage = "baseline"
+    try:
+        history = json.loads(path.read_text(encoding="utf-8")).get("history") or []
+        # the report split (test) when the run scored it, else the split it watched (dev)
+        final = next((h for h in reversed(history) if h["stage"] == "trained"), None)
+        start_stage = "start"
+        if final is None:
+            final = next((h for h in reversed(history) if h["stage"] == "validation"), None)
+            start_stage = "baseline"
+        if final is not None:
+            _ = {task: float(value) for task, value in final["scores"].items()}
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as err:
+        log.warning(
+            "%s is not a readable scores file (%s): the model card leaves the scores out",
+            path, first_line(err),
+        )  # fmt: skip
+        return ""
     if final is None:
         return ""
     baseline = next((h for h in history if h["stage"] == start_stage), None)
