@@ -12,6 +12,8 @@ A lever that changes training is a second run from the same training seed, compa
 
     python scripts/paired_runs.py checkpoints/default-s0 checkpoints/levers/lr-2.5e-5-s0
 
+Comma-separated runs are a recipe over training seeds: per evaluation seed, the mean of its runs.
+
 The run's entry is its last ``validation`` entry for ``dev`` and its ``trained`` entry for ``test``.
 """
 
@@ -21,7 +23,7 @@ import argparse
 import json
 from pathlib import Path
 
-from llm_embed.eval.intervals import SeedScores, mean_over_tasks
+from llm_embed.eval.intervals import SeedScores, mean_of, mean_over_tasks
 from llm_embed.eval.results import read_records, record_scores
 
 
@@ -32,25 +34,39 @@ def run_scores(run: Path, stage: str, split: str) -> dict[str, SeedScores]:
     return {t: SeedScores(tuple(entry["seeds"]), tuple(v)) for t, v in entry["v_measures"].items()}
 
 
+def scores_of(folder: Path, stage: str, split: str) -> dict[str, SeedScores]:
+    """A fit run's scores, or an ``evaluate`` folder's records on ``split``."""
+    if (folder / "mteb_scores.json").is_file():
+        return run_scores(folder, stage, split)
+    records = read_records(folder / "results.json")
+    return {r["task"]: record_scores(r) for r in records if r["split"] == split}
+
+
+def recipe_scores(folders: list[Path], stage: str, split: str) -> dict[str, SeedScores]:
+    """Per task and evaluation seed, the mean over the training runs of one recipe."""
+    runs = [scores_of(f, stage, split) for f in folders]
+    return {t: mean_of([r[t] for r in runs]) for t in runs[0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run", type=Path, help="fit run folder (its mteb_scores.json)")
+    parser.add_argument(
+        "run", help="fit run folder (its mteb_scores.json); comma-separated runs: their mean"
+    )
     parser.add_argument(
         "results",
-        type=Path,
         help="evaluate --out folder (its results.json), or a second fit run folder (a lever "
-        "trained from the same seed)",
+        "trained from the same seed); comma-separated, in the order of the first runs' seeds",
     )
     parser.add_argument("--split", default="dev", choices=("dev", "test"))
     args = parser.parse_args()
     stage = "validation" if args.split == "dev" else "trained"
-    run = run_scores(args.run, stage, args.split)
-    if (args.results / "mteb_scores.json").is_file():
-        other = run_scores(args.results, stage, args.split)
-    else:
-        records = read_records(args.results / "results.json")
-        other = {r["task"]: record_scores(r) for r in records if r["split"] == args.split}
-    print(f"| task | {args.run.name} | {args.results.name} | difference [95% interval] |")
+    mine_folders = [Path(p) for p in args.run.split(",")]
+    their_folders = [Path(p) for p in args.results.split(",")]
+    run = recipe_scores(mine_folders, stage, args.split)
+    other = recipe_scores(their_folders, stage, args.split)
+    name = lambda folders: "+".join(f.name for f in folders)  # noqa: E731
+    print(f"| task | {name(mine_folders)} | {name(their_folders)} | difference [95% interval] |")
     print("| --- | ---: | ---: | ---: |")
     rows = [(t, run[t], other[t]) for t in run]
     rows.append(("mean", mean_over_tasks(run), mean_over_tasks({t: other[t] for t in run})))

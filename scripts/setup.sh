@@ -25,4 +25,13 @@ if ! .venv/bin/python -c "from llm_embed.data.corpora import check_debian_corpor
     exit 1
   fi
 fi
+# Headless Chromium from Debian, for the test that opens cluster's HTML report in a real browser
+# (Playwright's and Selenium's own browser downloads cannot work offline). Only the tests need it.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) >/dev/null
+  else
+    echo "warning: the report's browser test needs 'sudo apt-get install chromium chromium-driver'" >&2
+  fi
+fi
 echo "llm-embed is set up in .venv"

@@ -134,6 +134,7 @@ def test_the_map_holds_one_point_per_text():
         (["--k", "1"], "--k 1 is invalid"),
         (["--k", "40"], "holds 36 texts: clustering into 40 needs more texts than clusters"),
         (["--k-range", "1..4"], "--k-range '1..4' is invalid"),
+        (["--k-range", "36..40"], "clustering into 36 needs more texts than clusters"),
         (["--k-range", "5"], "--k-range '5' is invalid"),
         (["--method", "hdbscan", "--k", "3"], "hdbscan finds its own"),
         (["--min-cluster-size", "1", "--method", "hdbscan"], "--min-cluster-size 1 is invalid"),

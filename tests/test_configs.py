@@ -218,6 +218,7 @@ def test_the_lever_screen_scores_dev_alone_and_changes_nothing_else(resolve):
     evals = [c for c in callbacks if c["class_path"].endswith("ClusteringEvalCallback")]
     assert len(evals) == 1 and evals[0]["init_args"]["split"] == "dev"
     assert evals[0]["init_args"].get("report_split") is None
+    assert evals[0]["init_args"]["baseline"] is False  # compared with the default's own run
     assert not any(c["class_path"].endswith("AttentionMapCallback") for c in callbacks)
 
 

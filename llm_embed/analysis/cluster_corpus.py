@@ -151,7 +151,7 @@ def cluster_corpus(
             f"input {input} not found: give a .txt file (one text per line) or a .jsonl file"
         )
     stats = scan(input, field=field, id_field=id_field)
-    need = k if k is not None else 2
+    need = k if k is not None else (low if method == "kmeans" else 2)
     if stats.texts <= need:
         raise UserError(
             f"{input} holds {stats.texts} texts: clustering into {need} needs more texts than clusters"

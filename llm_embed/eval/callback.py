@@ -27,7 +27,13 @@ from llm_embed._fs import atomic_write_text
 from llm_embed.errors import UserError
 from llm_embed.eval.clustering import score_clustering
 from llm_embed.eval.intervals import EVAL_SEEDS, SeedScores, check_seeds, mean_over_tasks
-from llm_embed.eval.tasks import OFFLINE_SUITE, check_max_documents, check_split
+from llm_embed.eval.tasks import (
+    LOCAL_TASKS,
+    OFFLINE_SUITE,
+    check_max_documents,
+    check_split,
+    get_tasks,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +150,14 @@ class ClusteringEvalCallback(pl.Callback):
         """Check the encoder's per-task prompts and the projector sample against the tasks before
         training starts: a prompt for a task that is never scored is a typo, not a choice."""
         prompts = getattr(getattr(pl_module, "encoder", None), "task_prompts", None) or {}
-        stray = sorted(set(prompts) - set(self.tasks))
-        if stray:
-            raise UserError(
-                f"model.encoder.init_args.task_prompts names {', '.join(map(repr, stray))}, which "
-                f"no evaluation task is (tasks: {', '.join(self.tasks)}): fix the name or drop it"
-            )
+        for name in sorted(set(prompts) - set(self.tasks)):  # a known task scored elsewhere is fine
+            try:
+                get_tasks([name])
+            except UserError:
+                raise UserError(
+                    f"model.encoder.init_args.task_prompts names {name!r}, which no evaluation "
+                    f"task is (local tasks: {', '.join(LOCAL_TASKS)}): fix the name or drop it"
+                ) from None
         if self.projector_samples and trainer.is_global_zero:
             self.projector_texts()
 
