@@ -153,3 +153,25 @@ def test_saved_graph_is_reused_only_for_its_weights(tiny_model_dir, tmp_path, co
         other.encode(TEXTS)
     assert len(conversions) == 2
     assert "built from other weights: converting again" in caplog.text
+
+
+def test_the_converter_sends_no_telemetry(tiny_model_dir, monkeypatch):
+    """OpenVINO's converter would fork a process to send usage telemetry, which can hang a run."""
+    pytest.importorskip("openvino")
+    import multiprocessing
+
+    from openvino.tools.ovc import convert_impl
+
+    from llm_embed.encoder import Encoder
+    from llm_embed.inference import openvino_graph
+
+    started = []
+    monkeypatch.setattr(multiprocessing.Process, "start", lambda self: started.append(self))
+    from openvino.tools.ovc import telemetry_utils, utils
+
+    for module in (convert_impl, telemetry_utils, utils):  # restored after the test
+        monkeypatch.setattr(module, "tm", module.tm)
+    monkeypatch.setattr(convert_impl, "init_ovc_telemetry", convert_impl.init_ovc_telemetry)
+    openvino_graph.convert(Encoder(tiny_model_dir, pooling="mean"), "fingerprint")
+    assert started == []
+    assert type(convert_impl.init_ovc_telemetry()).__module__.endswith("telemetry_stub")

@@ -105,9 +105,27 @@ def example_batch(encoder: Encoder) -> dict[str, torch.Tensor]:
     return {name: tokens[name] for name in INPUTS}
 
 
+def _without_telemetry() -> None:
+    """Point OpenVINO's converter at its own no-op telemetry stub.
+
+    The converter sends usage events to Google Analytics from a forked process. Offline, with
+    the parent's threads running, that fork can deadlock inside the dynamic loader, and the
+    parent then waits for it forever (a hung ``fit``). llm-embed sends nothing anywhere.
+    """
+    try:
+        from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils, utils
+    except ImportError:  # another layout: nothing to switch off
+        return
+    for module in (convert_impl, telemetry_utils, utils):
+        if hasattr(module, "tm"):
+            module.tm = telemetry_stub
+    convert_impl.init_ovc_telemetry = lambda *args, **kwargs: telemetry_stub.Telemetry()
+
+
 def convert(encoder: Encoder, fingerprint: str) -> Any:
     """``openvino.convert_model`` of the encoder's backbone, as it is now, on dynamic shapes."""
     ov = require_openvino()
+    _without_telemetry()
     if encoder.device.type != "cpu":
         raise OptionError(
             f"inference_backend 'openvino' runs on the CPU, but the model is on {encoder.device}; "
