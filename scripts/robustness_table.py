@@ -4,7 +4,7 @@ Runs the tests that check the bad-input contract (those importing ``tests/cli_er
 ``$LLM_EMBED_RECORD_ERRORS`` set, so each check records its command and error line, then tabulates
 them by command. Temporary paths are shown as ``<tmp>``.
 
-    python scripts/robustness_table.py            # more than 15 min on 2 cores
+    python scripts/robustness_table.py            # minutes to tens of minutes on 2 cores
 """
 
 from __future__ import annotations
