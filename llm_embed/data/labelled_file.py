@@ -61,6 +61,19 @@ def read_labelled_file(
     return texts, labels
 
 
+def json_object(path: Path, lineno: int, line: str) -> dict[str, Any]:
+    """One JSONL line as an object; a one-line UserError naming the line otherwise."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UserError(
+            f"{path}:{lineno}: bad JSON ({err.msg}, column {err.colno}): fix the line"
+        ) from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _decoded(path: Path) -> str:
     data = path.read_bytes()
     try:
@@ -82,16 +95,7 @@ def _text_rows(path: Path, suffix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         for lineno, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(
-                    f"{path}:{lineno}: bad JSON ({err.msg}, column {err.colno}): fix the line"
-                ) from None
-            if not isinstance(obj, dict):
-                raise UserError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
-                )
+            obj = json_object(path, lineno, line)
             yield f"line {lineno}", obj
         return
     reader = csv.DictReader(

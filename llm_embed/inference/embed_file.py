@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from llm_embed._fs import atomic_write, atomic_write_text, check_output, exclusive_lock
 from llm_embed._progress import progress_bar
+from llm_embed.data.labelled_file import json_object
 from llm_embed.errors import UserError, first_line
 from llm_embed.inference.distributed import InferenceGroup
 
@@ -91,16 +92,7 @@ def read_texts(
         if jsonl:
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(
-                    f"{path}:{lineno}: bad JSON ({err.msg}, column {err.colno}): fix the line"
-                ) from None
-            if not isinstance(obj, dict):
-                raise UserError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
-                )
+            obj = json_object(path, lineno, line)
             if field not in obj:
                 keys = ", ".join(map(str, list(obj)[:8])) or "none"
                 raise UserError(
