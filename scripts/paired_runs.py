@@ -68,8 +68,14 @@ def main() -> None:
     name = lambda folders: "+".join(f.name for f in folders)  # noqa: E731
     print(f"| task | {name(mine_folders)} | {name(their_folders)} | difference [95% interval] |")
     print("| --- | ---: | ---: | ---: |")
-    rows = [(t, run[t], other[t]) for t in run]
-    rows.append(("mean", mean_over_tasks(run), mean_over_tasks({t: other[t] for t in run})))
+    # an evaluate folder may score a few of the run's tasks (one adapted task): compare those
+    tasks = [t for t in run if t in other]
+    if not tasks:
+        raise SystemExit(f"no task in common between {args.run} and {args.results} on {args.split}")
+    rows = [(t, run[t], other[t]) for t in tasks]
+    if len(tasks) > 1:
+        rows.append(("mean", mean_over_tasks({t: run[t] for t in tasks}),
+                     mean_over_tasks({t: other[t] for t in tasks})))  # fmt: skip
     for task, mine, theirs in rows:
         diff = theirs.minus(mine)
         star = "*" if diff.excludes_zero() else ""
