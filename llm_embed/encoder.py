@@ -71,6 +71,22 @@ def check_inference_options(
         )
 
 
+def check_finite(vectors: torch.Tensor, texts: Sequence[str]) -> None:
+    """Refuse a batch with a NaN or infinite value: such a vector would cluster, rank and export
+    silently wrong. Damaged weights or graphs, and float16 overflow, produce them."""
+    finite = torch.isfinite(vectors).all(dim=-1)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).sum())
+    first = texts[int((~finite).nonzero()[0])]
+    raise UserError(
+        f"the model gave non-finite vectors (NaN or inf) for {bad} of {len(texts)} texts of a "
+        f"batch (first: {first[:60]!r}): its weights or OpenVINO graph are damaged, or the "
+        "precision overflows; re-export the model, or use inference_dtype float32 and "
+        "inference_backend torch"
+    )
+
+
 def attention_kernels() -> AbstractContextManager[None]:
     """Let SDPA use the flash, memory-efficient or math kernels, not cuDNN's.
 
@@ -469,7 +485,9 @@ class Encoder(nn.Module):
             out.zero_()
 
         def collect(idx: list[int], emb: torch.Tensor) -> None:
-            out[idx] = emb.float().cpu()
+            emb = emb.float().cpu()
+            check_finite(emb, [texts[i] for i in idx])
+            out[idx] = emb
             if on_batch is not None:
                 on_batch(len(idx))
 

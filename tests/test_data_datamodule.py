@@ -276,3 +276,39 @@ def test_generator_is_injectable_from_cli_flags(source: str, tmp_path: Path) -> 
     dm = parser.instantiate(cfg).data
     assert isinstance(dm.generator, AugmentPairs)
     assert dm.generator.span_crop == 0.5 and dm.generator.both_sides is True and dm.batch_size == 4
+
+
+def test_a_truncated_pairs_cache_is_refused_not_trusted(source: str, tmp_path: Path) -> None:
+    dm = _dm(source, tmp_path)
+    dm.prepare_data()
+    path = dm.cache_path
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    path.write_text("".join(lines[:-10]), encoding="utf-8")  # cut at a line boundary: valid JSONL
+    with pytest.raises(UserError, match="holds 90 pairs but its manifest records 100"):
+        _dm(source, tmp_path).setup("fit")
+
+
+def test_a_resume_refuses_pairs_that_changed_since_the_checkpoint(tmp_path: Path) -> None:
+    pairs = [{"anchor": f"a {i}", "positive": f"p {i}"} for i in range(40)]
+    write_pairs(tmp_path / "pairs.jsonl", pairs)
+    saved = PairDataModule(pairs_file=str(tmp_path / "pairs.jsonl"), batch_size=4, val_size=8)
+    saved.setup("fit")
+    state = saved.state_dict()
+    same = PairDataModule(pairs_file=str(tmp_path / "pairs.jsonl"), batch_size=4, val_size=8)
+    same.setup("fit")
+    same.load_state_dict(state)  # unchanged pairs: resumes
+    write_pairs(tmp_path / "pairs.jsonl", pairs[:-1] + [{"anchor": "a 39", "positive": "edited"}])
+    edited = PairDataModule(pairs_file=str(tmp_path / "pairs.jsonl"), batch_size=4, val_size=8)
+    edited.setup("fit")
+    with pytest.raises(UserError, match="changed since this run's checkpoint was saved"):
+        edited.load_state_dict(state)
+    edited.load_state_dict({})  # a checkpoint from before the pairs were recorded: accepted
+
+
+def test_a_lone_surrogate_in_a_pairs_file_is_refused_when_read(tmp_path: Path) -> None:
+    path = tmp_path / "pairs.jsonl"
+    good = "".join(json.dumps({"anchor": f"a {i}", "positive": f"p {i}"}) + "\n" for i in range(20))
+    path.write_text(good + '{"anchor": "bad \\ud800 text", "positive": "p"}\n', encoding="utf-8")
+    dm = PairDataModule(pairs_file=str(path), batch_size=4, val_size=4)
+    with pytest.raises(UserError, match=r"pairs.jsonl:21: a lone surrogate escape"):
+        dm.setup("fit")

@@ -214,7 +214,9 @@ def test_chunks_of_other_texts_or_another_model_are_never_reused(
     code, err = encode(
         capsys, "--model", tiny_model_dir, "--input", str(texts), "--out", str(tmp_path / "f.npy")
     )
-    check_error(code, err, "holds chunks embedded by another model", "delete that folder", command="encode")
+    check_error(
+        code, err, "holds chunks embedded by another model", "delete that folder", command="encode"
+    )
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -228,6 +230,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         "nofield.jsonl": b'{"body": "ok"}\n',
         "number.jsonl": b'{"text": 3}\n',
         "list.jsonl": b'["text"]\n',
+        "surrogate.jsonl": b'{"text": "ok"}\n{"text": "bad \\ud800 here"}\n',
         "good.txt": b"one\ntwo\n",
     }
     for name, content in files.items():
@@ -255,6 +258,7 @@ def _bad_files(tmp_path: Path) -> dict[str, Path]:
         ("nofield.jsonl", [], "no 'text' field (keys: body): pass --field NAME"),
         ("number.jsonl", [], "'text' is int, not a string"),
         ("list.jsonl", [], "expected a JSON object, got list"),
+        ("surrogate.jsonl", [], "surrogate.jsonl:2: a lone surrogate escape"),
         ("good.txt", ["--out", "{tmp}/OUT.txt"], "must end in .npy"),
         ("good.txt", ["--batch-size", "0"], "must be >= 1"),
         (
@@ -359,7 +363,9 @@ def test_truncate_dim_keeps_the_leading_dimensions_renormalised(run_dir, tmp_pat
                        "--out", str(tmp_path / "e8.npy"), "--truncate-dim", "8")  # fmt: skip
     assert code == 0, err
     full = load_model(str(run_dir)).encode(["a cat", "stocks fell", "to run fast"])
-    want = torch.nn.functional.normalize(full[:, :8], dim=-1).numpy()  # normalised, then cut, then again
+    want = torch.nn.functional.normalize(
+        full[:, :8], dim=-1
+    ).numpy()  # normalised, then cut, then again
     got = np.load(tmp_path / "e8.npy")
     assert got.shape == (3, 8)
     np.testing.assert_allclose(got, want, atol=1e-5)
@@ -390,11 +396,16 @@ def test_compact_vectors_equal_quantizing_the_float_matrix(run_dir, tmp_path, ca
         ranges = np.load(tmp_path / "q.ranges.npy")
         np.testing.assert_allclose(ranges, np.stack([full.min(0), full.max(0)]))
     else:
-        assert got.shape == (len(texts), full.shape[1] // 8) and not (tmp_path / "q.ranges.npy").exists()
+        assert (
+            got.shape == (len(texts), full.shape[1] // 8)
+            and not (tmp_path / "q.ranges.npy").exists()
+        )
     import pyarrow.parquet as pq
 
     table = pq.read_table(tmp_path / "q.parquet")
-    np.testing.assert_array_equal(np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), want)
+    np.testing.assert_array_equal(
+        np.stack(table.column("embedding").to_numpy(zero_copy_only=False)), want
+    )
 
 
 def test_openvino_backend_gives_the_pytorch_vectors(run_dir, reference, tmp_path, capsys):
@@ -404,3 +415,81 @@ def test_openvino_backend_gives_the_pytorch_vectors(run_dir, reference, tmp_path
     code, err = encode(capsys, *args, "--inference-backend", "openvino", "--batch-size", "8")
     assert code == 0, err
     np.testing.assert_allclose(np.load(out), reference, rtol=1e-4, atol=2e-5)
+
+
+def test_a_cr_only_file_is_one_text_per_line(run_dir, reference, tmp_path, capsys):
+    """Old Mac line ends (a lone CR) end a line, as Python's text mode reads them."""
+    path = tmp_path / "mac.txt"
+    path.write_bytes("\r".join(TEXTS[:6]).encode("utf-8") + b"\r")
+    out = tmp_path / "e.npy"
+    code, err = encode(capsys, "--model", str(run_dir), "--input", str(path), "--out", str(out))
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(out), reference[:6], rtol=1e-4, atol=1e-5)
+
+
+def _dead_pid() -> str:
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+
+
+def test_a_full_disk_at_assembly_is_one_line_and_leaves_no_temp(
+    run_dir, tmp_path, capsys, monkeypatch
+):
+    """Writing the .npy through a memory map over a sparse file died of SIGBUS on a full disk;
+    its blocks are now reserved first, so a full disk is an error line, and the temp is gone."""
+    import errno
+    import os
+
+    texts = write_txt(tmp_path / "texts.txt", TEXTS[:8])
+    stale = tmp_path / f".e.npy.{_dead_pid()}-k2j4_abc.npy"  # left by a run the SIGBUS killed
+    stale.write_bytes(b"\0" * 4096)
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    args = ["--model", str(run_dir), "--input", str(texts), "--out", str(tmp_path / "e.npy")]
+    code, err = encode(capsys, *args)
+    check_error(code, err, "No space left on device", "the disk is full", command="encode")
+    assert not (tmp_path / "e.npy").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".e.npy")] == []
+    monkeypatch.undo()  # space freed: the same command finishes from the embedded chunks
+    code, err = encode(capsys, *args)
+    assert code == 0, err
+    assert np.load(tmp_path / "e.npy").shape[0] == 8
+
+
+def test_too_little_space_for_the_output_is_refused_before_writing(
+    run_dir, tmp_path, capsys, monkeypatch
+):
+    import shutil
+    from collections import namedtuple
+
+    texts = write_txt(tmp_path / "texts.txt", TEXTS[:8])
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100, 100))
+    args = ["--model", str(run_dir), "--input", str(texts), "--out", str(tmp_path / "e.npy")]
+    code, err = encode(capsys, *args)
+    check_error(code, err, "needs", "are free", command="encode")
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_nan_vectors_are_refused_not_written(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "nan-model"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(n for n in weights if "q_proj.weight" in n)
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    texts = write_txt(tmp_path / "texts.txt", TEXTS[:8])
+    code, err = encode(capsys, "--model", str(folder), "--input", str(texts), "--out",
+                       str(tmp_path / "e.npy"))  # fmt: skip
+    check_error(code, err, "non-finite vectors (NaN or inf) for 8 of 8 texts", command="encode")
+    assert not (tmp_path / "e.npy").exists()

@@ -60,7 +60,14 @@ def run_dir(lora_run, tmp_path_factory) -> Path:
         ("last_mean", None),
         ("weighted_mean_last", None),
     ],
-    ids=["saved-prompt_masked_mean", "last", "eos", "weighted_mean", "last_mean", "weighted_mean_last"],
+    ids=[
+        "saved-prompt_masked_mean",
+        "last",
+        "eos",
+        "weighted_mean",
+        "last_mean",
+        "weighted_mean_last",
+    ],
 )
 def test_sentence_transformers_round_trip_of_a_trained_run(run_dir, tmp_path, pooling, prompt):
     reference = load_model(str(run_dir), pooling=pooling, prompt=prompt).encode(TEXTS)
@@ -291,8 +298,12 @@ def test_model_card_of_a_run_has_hub_metadata_training_and_scores(run_dir, tmp_p
         {"step": 50, "stage": "validation", "scores": {"TaskA": 0.3, "TaskB": 0.55}},
         {"step": 100, "stage": "validation", "scores": {"TaskA": 0.375, "TaskB": 0.625}},
     ]
-    (run / "mteb_scores.json").write_text(json.dumps({"tasks": ["TaskA", "TaskB"], "history": history}))
-    out = export_model(str(run), tmp_path / "export", command="python -m llm_embed.export --model R")
+    (run / "mteb_scores.json").write_text(
+        json.dumps({"tasks": ["TaskA", "TaskB"], "history": history})
+    )
+    out = export_model(
+        str(run), tmp_path / "export", command="python -m llm_embed.export --model R"
+    )
     readme = (out / "README.md").read_text()
     meta = _front_matter(readme)
     assert meta["library_name"] == "sentence-transformers" and "llm-embed" in meta["tags"]
@@ -306,8 +317,12 @@ def test_model_card_of_a_run_has_hub_metadata_training_and_scores(run_dir, tmp_p
     assert not (out / "NOTICE").exists()
 
 
-@pytest.mark.parametrize("scores", ['{"history": [', '{"history": [{"stage": "validation"}]}', "[1]"])
-def test_an_unreadable_scores_file_leaves_the_scores_out_of_the_card(run_dir, tmp_path, caplog, scores):
+@pytest.mark.parametrize(
+    "scores", ['{"history": [', '{"history": [{"stage": "validation"}]}', "[1]"]
+)
+def test_an_unreadable_scores_file_leaves_the_scores_out_of_the_card(
+    run_dir, tmp_path, caplog, scores
+):
     """The export is still made: the scores are a note on the card, not part of the model."""
     import shutil
 
@@ -350,7 +365,9 @@ def test_model_card_of_a_packaged_base_carries_its_terms(tmp_path):
     assert _front_matter(card("Qwen/Qwen3-0.6B"))["base_model"] == "Qwen/Qwen3-0.6B"
 
 
-def test_truncate_dim_travels_with_the_export_and_sentence_transformers_cuts_further(run_dir, tmp_path):
+def test_truncate_dim_travels_with_the_export_and_sentence_transformers_cuts_further(
+    run_dir, tmp_path
+):
     from sentence_transformers import SentenceTransformer
 
     out = export_model(str(run_dir), tmp_path / "export", truncate_dim=16)
@@ -435,3 +452,92 @@ def test_openvino_export_of_the_packaged_model_matches_pytorch(tmp_path):
     reference = load_model("smollm2-135m-instruct", **kwargs).encode(texts)
     st = load_sentence_transformer(out, device="cpu", backend="openvino")
     assert cosine(st.encode(texts, convert_to_tensor=True), reference).min() > 0.999
+
+
+def test_a_full_disk_is_one_line_before_anything_is_written(run_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    code, err = _cli(capsys, "--model", str(run_dir), "--out", str(tmp_path / "out"))
+    check_error(code, err, "needs", "are free", "the disk is full", command="export")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_disk_that_fills_while_writing_is_one_line_and_leaves_no_temp(
+    run_dir, tmp_path, capsys, monkeypatch
+):
+    """safetensors reports a full disk in its own exception type, not as an OSError."""
+    from llm_embed.inference import st_module
+
+    def full(self, output_path, *args, **kwargs):
+        (Path(output_path) / "model.safetensors").write_bytes(b"half")
+        raise RuntimeError(
+            "Error while serializing: IoError(No space left on device (os error 28))"
+        )
+
+    monkeypatch.setattr(st_module.LLMEmbedTransformer, "save", full)
+    code, err = _cli(capsys, "--model", str(run_dir), "--out", str(tmp_path / "out"))
+    check_error(code, err, "No space left on device", "free space", command="export")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_killed_exports_temp_folder_is_removed_by_the_next_one(run_dir, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    stale = tmp_path / f".out.{dead}-abcd1234.tmp"  # what a killed export of `out` leaves
+    (stale / "openvino").mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"x" * 1000)
+    legacy = tmp_path / ".out.k3j_9xyz.tmp"  # the same, from before temp names carried a pid
+    legacy.mkdir()
+    export_model(str(run_dir), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_export_is_readable_like_any_file_the_user_writes(run_dir, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = export_model(str(run_dir), tmp_path / "shared")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [out, *out.rglob("*")]}
+    assert modes["model.safetensors"] == 0o644, modes  # safetensors alone would write 0600
+    assert all(m in (0o644, 0o755) for m in modes.values()), modes
+    old = os.umask(0o077)  # a private umask is honoured too
+    try:
+        out = export_model(str(run_dir), tmp_path / "private")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((out / "model.safetensors").stat().st_mode) == 0o600
+
+
+def test_weights_that_give_nan_are_refused_and_nothing_is_written(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "nan-model"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(n for n in weights if "q_proj.weight" in n)
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    code, err = _cli(capsys, "--model", str(folder), "--out", str(tmp_path / "out"))
+    check_error(code, err, "non-finite vectors", command="export")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_runs_adapter_is_readable_like_any_file_the_user_writes(run_dir):
+    """peft writes its safetensors file private (0600); a run's adapter follows the umask."""
+    import stat
+
+    adapter = run_dir / "model" / "adapter"
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [adapter, *adapter.iterdir()]}
+    assert modes["adapter_model.safetensors"] == 0o644 and modes["adapter"] == 0o755, modes

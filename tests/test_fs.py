@@ -71,3 +71,45 @@ def test_without_replace_a_folder_that_appeared_meanwhile_is_kept(tmp_path):
     atomic_write_dir(out, racing_writer, replace=False)
     assert sorted(p.name for p in out.iterdir()) == ["theirs"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_stale_temps_of_live_writers_are_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    path = tmp_path / "out.npy"
+    (tmp_path / f".out.npy.{dead}-abc_123.npy").write_bytes(b"killed writer")
+    (tmp_path / f".out.npy.{dead}-abc_124.tmp").mkdir()  # a killed folder writer
+    live = tmp_path / f".out.npy.{os.getppid()}-abc_125.npy"  # a writer still running
+    live.write_bytes(b"in progress")
+    remove_stale_temps(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+
+
+def test_modes_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o077)
+    try:
+        atomic_write_text(tmp_path / "private.txt", "x")
+        atomic_write_dir(tmp_path / "folder", lambda tmp: (tmp / "w.bin").write_bytes(b"1"))
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "private.txt") == 0o600
+    assert _mode(tmp_path / "folder") == 0o700 and _mode(tmp_path / "folder" / "w.bin") == 0o600
+
+
+def test_a_librarys_full_disk_error_becomes_an_oserror(tmp_path):
+    import errno
+
+    def safetensors_full(tmp):
+        raise RuntimeError(
+            "Error while serializing: IoError(No space left on device (os error 28))"
+        )
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "w.safetensors", safetensors_full)
+    assert caught.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []

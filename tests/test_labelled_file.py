@@ -130,7 +130,7 @@ BAD_FILES = {
         lambda p: p.write_text(
             json.dumps({"text": "a\ud800", "label": "y"}) + "\n", encoding="utf-8"
         ),
-        "unpaired surrogate",
+        "x.jsonl:1: a lone surrogate escape",
     ),
     "CR line ends": (
         "x.csv",

@@ -152,7 +152,56 @@ def test_saved_graph_is_reused_only_for_its_weights(tiny_model_dir, tmp_path, co
     with caplog.at_level(logging.INFO, logger=openvino_graph.__name__):
         other.encode(TEXTS)
     assert len(conversions) == 2
-    assert "built from other weights: converting again" in caplog.text
+    assert "was built from other weights: converting it again" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "damage", ["flip bytes of the .bin", "truncate the .bin", "delete the .xml", "no checksums"]
+)
+def test_a_damaged_graph_is_rebuilt_never_run(
+    tiny_model_dir, tmp_path, conversions, caplog, damage
+):
+    """A graph whose files differ from the checksums written at export gives the weights' own
+    vectors (converted again, with a notice), never the graph's different ones."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    openvino_graph.save_graph(
+        Encoder(str(folder), pooling="mean", inference_backend="openvino"), folder
+    )
+    graph = folder / "openvino"
+    weights = graph / "openvino_model.bin"
+    if damage == "flip bytes of the .bin":
+        data = bytearray(weights.read_bytes())
+        data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # zeros: a silently different model
+        weights.write_bytes(bytes(data))
+    elif damage == "truncate the .bin":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "delete the .xml":
+        (graph / "openvino_model.xml").unlink()
+    else:
+        (graph / "checksums.json").unlink()
+    want = Encoder(str(folder), pooling="mean").encode(TEXTS)
+    with caplog.at_level(logging.WARNING, logger=openvino_graph.__name__):
+        got = Encoder(str(folder), pooling="mean", inference_backend="openvino").encode(TEXTS)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    assert len(conversions) == 2  # the saved one refused, a new one converted from the weights
+    assert "converting it again from the weights" in caplog.text
+
+
+def test_an_intact_graph_passes_its_checksums(tiny_model_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    openvino_graph.save_graph(
+        Encoder(str(folder), pooling="mean", inference_backend="openvino"), folder
+    )
+    assert openvino_graph.graph_problem(folder / "openvino") is None
+    weights = folder / "openvino" / "openvino_model.bin"
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    assert "does not match" in openvino_graph.graph_problem(folder / "openvino")
 
 
 def test_the_converter_sends_no_telemetry(tiny_model_dir, monkeypatch):

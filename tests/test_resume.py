@@ -467,3 +467,27 @@ def test_sigterm_exits_non_zero_with_the_resume_command_and_the_resume_matches(
     assert a.keys() == b.keys() and a
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_resume_with_edited_pairs_is_refused(tiny_model_dir, tmp_path, run_python):
+    """Pairs edited between a kill and its resume would give a new train/validation split and new
+    batches, silently; the checkpoint records them and the resume refuses in one line."""
+    from cli_errors import check_proc
+
+    pairs = [
+        {"anchor": f"text number {i} about topic {i % 5}", "positive": f"topic {i % 5}: text {i}"}
+        for i in range(32)
+    ]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    config = _write_config(tmp_path, tiny_model_dir, tmp_path / "edited")
+    proc = run_python("-m", "llm_embed.fit", "--config", str(config), cwd=tmp_path,
+                      env={KILL_ENV: "train:5", **SHARED_SCORES})  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    run = tmp_path / "edited" / "run"
+    pairs[7]["positive"] = "an edited positive"
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    proc = run_python("-m", "llm_embed.fit", "--config", str(run / "config.yaml"),
+                      "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), cwd=tmp_path,
+                      env=SHARED_SCORES)  # fmt: skip
+    check_proc(proc, "changed since this run's checkpoint was saved", "32 pairs then, 32 now")
+    assert not (run / "model").exists()

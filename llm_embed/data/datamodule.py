@@ -11,9 +11,12 @@ Pairs that all carry a ``negative`` (a hard negative, :mod:`llm_embed.data.hard_
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
@@ -29,6 +32,8 @@ from llm_embed.data.generators import (
 from llm_embed.data.pairs import (
     check_on_bad_line,
     degenerate_problem,
+    manifest_path,
+    read_manifest,
     read_pairs,
     validate_pairs_file,
 )
@@ -137,7 +142,9 @@ class PairDataModule(L.LightningDataModule):
         check_on_bad_line(on_bad_line)
         if pairs_file is not None:
             if isinstance(pairs_file, list | tuple) and not pairs_file:
-                raise ValueError("pairs_file=[] names no file; give a file, a list of files, or null")
+                raise ValueError(
+                    "pairs_file=[] names no file; give a file, a list of files, or null"
+                )
             for path in [pairs_file] if isinstance(pairs_file, str) else pairs_file:
                 validate_pairs_file(path)
             if generator is not None:
@@ -163,6 +170,8 @@ class PairDataModule(L.LightningDataModule):
         self.check_pairs = check_pairs
         self.train_pairs: list[dict] = []
         self.val_pairs: list[dict] = []
+        self.pairs_sha256: str | None = None  # set by setup()
+        self.num_pairs = 0
 
     @property
     def pair_paths(self) -> list[Path]:
@@ -201,9 +210,15 @@ class PairDataModule(L.LightningDataModule):
         pairs: list[dict] = []
         for path in self.pair_paths:
             if not path.is_file():
-                raise UserError(f"pairs cache {path} is missing: call prepare_data() before setup()")
-            pairs += read_pairs(path, on_bad_line=self.on_bad_line)
+                raise UserError(
+                    f"pairs cache {path} is missing: call prepare_data() before setup()"
+                )
+            read = read_pairs(path, on_bad_line=self.on_bad_line)
+            check_against_manifest(path, len(read))
+            pairs += read
         path = " + ".join(map(str, self.pair_paths))
+        self.pairs_sha256 = pairs_digest(pairs)
+        self.num_pairs = len(pairs)
         with_negative = sum("negative" in p for p in pairs)
         if 0 < with_negative < len(pairs):
             raise UserError(
@@ -222,13 +237,32 @@ class PairDataModule(L.LightningDataModule):
             f"pairs {path}: {len(train)} train, {len(val)} val"
         )  # setup runs on every process
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the pairs were when the checkpoint was saved: a resume checks it (below)."""
+        return {"pairs_sha256": self.pairs_sha256, "num_pairs": self.num_pairs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Refuse a resume whose pairs differ from the checkpoint's: the train/validation split
+        and the batches would silently change mid-run."""
+        saved = state.get("pairs_sha256")
+        if saved is None or self.pairs_sha256 is None or saved == self.pairs_sha256:
+            return
+        paths = " + ".join(map(str, self.pair_paths))
+        raise UserError(
+            f"the pairs in {paths} changed since this run's checkpoint was saved "
+            f"({state.get('num_pairs')} pairs then, {self.num_pairs} now): restore them, or start "
+            "a fresh run under another --trainer.logger.init_args.name"
+        )
+
     def _check_enough_train_pairs(self) -> None:
         if len(self.train_pairs) < self.batch_size:
             raise UserError(
                 f"only {len(self.train_pairs)} training pairs for batch_size={self.batch_size} "
                 "(full batches are needed for in-batch negatives): lower batch_size or val_size, or raise num_source"
             )
-        problem = degenerate_problem(self.train_pairs, self.batch_size) if self.check_pairs else None
+        problem = (
+            degenerate_problem(self.train_pairs, self.batch_size) if self.check_pairs else None
+        )
         if problem is not None:
             raise UserError(
                 f"the training pairs of {' + '.join(map(str, self.pair_paths))} cannot teach anything: {problem}; "
@@ -272,6 +306,28 @@ class PairDataModule(L.LightningDataModule):
         )
 
 
+def pairs_digest(pairs: list[dict]) -> str:
+    """SHA-256 of the pairs in reading order (what the split and the batches follow)."""
+    text = json.dumps(pairs, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_against_manifest(path: Path, count: int) -> None:
+    """A generated pairs file holds the number of pairs its manifest records: one cut at a line
+    boundary (a copy that ran out of space, an edit) would otherwise train on fewer pairs."""
+    try:
+        manifest = read_manifest(path)
+    except (OSError, ValueError):  # an unreadable manifest records nothing to check against
+        return
+    recorded = manifest.get("num_pairs") if isinstance(manifest, dict) else None
+    if isinstance(recorded, int) and recorded != count:
+        raise UserError(
+            f"pairs file {path} holds {count} pairs but its manifest records {recorded} "
+            f"(truncated or edited): delete it and {manifest_path(path).name} to generate the "
+            "pairs again"
+        )
+
+
 def generate_pairs(data: PairDataModule) -> str:
     """Generate (or find in the cache) the pairs ``data`` names, as ``fit`` would; return the report.
 
@@ -279,7 +335,6 @@ def generate_pairs(data: PairDataModule) -> str:
     generation continues where it stopped. Returns the pairs file and its filter report as text.
     """
     from llm_embed.data.filters import format_report
-    from llm_embed.data.pairs import read_manifest
 
     if data.pairs_file is not None:
         raise UserError(

@@ -71,7 +71,28 @@ def json_object(path: Path, lineno: int, line: str) -> dict[str, Any]:
         ) from None
     if not isinstance(obj, dict):
         raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    if has_lone_surrogate(obj):
+        raise UserError(
+            f"{path}:{lineno}: a lone surrogate escape (such as \\ud800) is not a character: "
+            "fix the line (a character outside the BMP is a pair such as \\ud83d\\ude00)"
+        )
     return obj
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """True if a string in ``value`` holds a ``\\ud800``-style escape that JSON accepts but UTF-8
+    cannot encode (it would fail later, in the tokenizer or a writer, mid-run)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _decoded(path: Path) -> str:
@@ -137,7 +158,6 @@ def _text(path: Path, where: str, row: dict[str, Any], field: str, flag: str) ->
         raise UserError(f"{path} ({where}): the text is {what}: fix or remove the row")
     if not value.strip():
         raise UserError(f"{path} ({where}): empty text: remove the row or fill it")
-    _check_encodable(path, where, value)
     return value
 
 
@@ -153,16 +173,4 @@ def _label(path: Path, where: str, row: dict[str, Any], field: str) -> str:
     label = str(value).strip()
     if not label:
         raise UserError(f"{path} ({where}): empty label: fill it or remove the row")
-    _check_encodable(path, where, label)
     return label
-
-
-def _check_encodable(path: Path, where: str, value: str) -> None:
-    """JSON escapes can spell lone surrogates (``"\\ud800"``) that no tokenizer can encode."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise UserError(
-            f"{path} ({where}): holds an unpaired surrogate {value[err.start]!r}, which is not "
-            "text: fix the escape"
-        ) from None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_embed._fs import atomic_write_text
+from llm_embed.data.labelled_file import has_lone_surrogate
 from llm_embed.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ def pair_problem(obj: Any) -> str | None:
             return f"{key!r} is empty"
     if "negative" in obj and (not isinstance(obj["negative"], str) or not obj["negative"].strip()):
         return "'negative' is not a non-empty string (a hard negative is optional: leave the key out)"
+    if has_lone_surrogate(obj):
+        return "a lone surrogate escape (such as \\ud800) is not a character"
     return None
 
 

@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_embed._fs import atomic_write, atomic_write_text, check_output, exclusive_lock
+from llm_embed._fs import (
+    atomic_write,
+    atomic_write_text,
+    check_output,
+    ensure_space,
+    exclusive_lock,
+    reserve,
+)
 from llm_embed._progress import progress_bar
 from llm_embed.data.labelled_file import json_object
 from llm_embed.errors import UserError, first_line
@@ -52,8 +59,21 @@ class InputStats:
     id_kind: str = "line"  # "line" (int line numbers) or "field" (strings from id_field)
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, decoded line without its newline); UserError at the first non-UTF-8 byte."""
+def _lines(path: Path, *, split_cr: bool = True) -> Iterator[tuple[int, str]]:
+    """(line number, decoded line without its newline); UserError at the first non-UTF-8 byte.
+
+    With ``split_cr`` a line ends at ``\n``, ``\r\n`` or a lone ``\r`` (old Mac files), as
+    Python's text mode reads it: a file of CR-only lines is many texts, not one. (A JSONL line
+    keeps its CRs: there they are JSON whitespace.)
+    """
+    lineno = 0
+    for _, line in _raw_lines(path):
+        for piece in line.split("\r") if split_cr else (line,):
+            lineno += 1
+            yield lineno, piece
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, str]]:
     offset = 0
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -88,7 +108,7 @@ def read_texts(
     stats = stats if stats is not None else InputStats()
     jsonl = path.suffix.lower() in JSONL_SUFFIXES
     stats.id_kind = "field" if jsonl and id_field else "line"
-    for lineno, line in _lines(path):
+    for lineno, line in _lines(path, split_cr=not jsonl):
         if jsonl:
             if not line.strip():
                 continue
@@ -552,6 +572,9 @@ def _assemble(
 
     def write_npy(tmp: Path) -> None:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=qtype, shape=(n, qdim))
+        # a memory map over a sparse file dies of SIGBUS when the disk fills while it is written;
+        # reserved blocks turn a full disk into ENOSPC here instead
+        reserve(tmp)
         row = 0
         for data in chunks():
             array[row : row + len(data["emb"])] = convert(data["emb"])
@@ -561,6 +584,8 @@ def _assemble(
         del array
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    size = n * qdim * qtype.itemsize
+    ensure_space(out, size * (2 if parquet is not None else 1), f"writing {out}")
     if ranges is not None:
 
         def write_ranges(tmp: Path) -> None:

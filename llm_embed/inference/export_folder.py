@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from llm_embed._fs import atomic_write_dir, check_output
+from llm_embed._fs import atomic_write_dir, check_output, ensure_space
 from llm_embed.errors import UserError
 from llm_embed.inference.load import EXPORT_CONFIG, is_export, load_encoder, read_encoder_config
 from llm_embed.inference.model_card import ST_MODULE, write_card
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # The one class an export's modules.json names; exports written before it moved name the old
 # path, which stays importable (llm_embed/st_module.py re-exports it).
 ST_MODULE_NAMES = (ST_MODULE, "llm_embed.st_module.LLMEmbedTransformer")
+PROBE_TEXTS = ["A short sentence to check the model's vectors.", "Another, longer one, to pad."]
 
 
 # -- export -----------------------------------------------------------------------------------------
@@ -82,6 +83,12 @@ def export_model(
     from sentence_transformers import SentenceTransformer
 
     from llm_embed.inference.st_module import LLMEmbedTransformer
+
+    # damaged weights would be exported as a model that gives NaN: refused here (check_finite)
+    encoder.encode(PROBE_TEXTS)
+    weights = sum(t.numel() * t.element_size() for t in encoder.backbone.state_dict().values())
+    graph = weights if encoder.inference_backend == "openvino" else 0
+    ensure_space(out, weights + graph, f"exporting {model}")
 
     def write(tmp: Path) -> None:
         st = SentenceTransformer(  # per-task prompts as its prompt names (mteb looks them up)

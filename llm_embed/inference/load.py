@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llm_embed import _assets
-from llm_embed._fs import atomic_write_text
+from llm_embed._fs import atomic_write_dir, atomic_write_text
 from llm_embed.errors import UserError, first_line
 
 if TYPE_CHECKING:
@@ -244,11 +244,18 @@ def resolve_model(
 
 # -- building the encoder --------------------------------------------------------------------------
 def save_encoder(encoder: Encoder, path: str | Path) -> Path:
-    """Write ``encoder.json`` and, for a LoRA-wrapped backbone, the adapter (safetensors)."""
+    """Write ``encoder.json`` and, for a LoRA-wrapped backbone, the adapter (safetensors).
+
+    The adapter folder appears whole (a kill mid-save leaves the previous one) and readable
+    under the umask (peft's safetensors writer makes its file private, 0600).
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if hasattr(encoder.backbone, "peft_config"):
-        encoder.backbone.save_pretrained(path / ADAPTER_DIR, safe_serialization=True)
+        backbone = encoder.backbone
+        atomic_write_dir(
+            path / ADAPTER_DIR, lambda tmp: backbone.save_pretrained(tmp, safe_serialization=True)
+        )
     write_encoder_config(path / CONFIG_NAME, encoder.config_dict)
     return path
 

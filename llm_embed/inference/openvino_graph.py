@@ -14,11 +14,16 @@ the weights change: a fingerprint of the weights (every tensor's name, shape and
 of its values) keys it, so an optimizer step or a merged adapter gives a new graph and a second
 ``encode`` on the same weights reuses the first one's. An export folder keeps the graph
 (``openvino/openvino_model.xml``) with its fingerprint, so loading the export skips conversion.
+The export also records the SHA-256 of the graph's files (``openvino/checksums.json``): a graph
+whose files do not match (edited, truncated, missing, or from before checksums) is never run; it
+is converted again from the weights, with a one-line notice, so the vectors are always the
+weights' own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 import warnings
@@ -28,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from llm_embed.errors import OptionError, UserError
+from llm_embed.errors import OptionError, UserError, first_line
 
 if TYPE_CHECKING:
     from llm_embed.encoder import Encoder
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 
 GRAPH_DIR = "openvino"
 GRAPH_FILE = "openvino_model.xml"
+WEIGHTS_FILE = "openvino_model.bin"
+CHECKSUMS_FILE = "checksums.json"
 INPUTS = ("input_ids", "attention_mask", "position_ids")
 _RT_KEY = "llm_embed"  # the graph's runtime-info section that holds what it was built from
 
@@ -209,23 +216,57 @@ class OpenVINOBackbone:
 
 
 def saved_graph(encoder: Encoder) -> Path | None:
-    """The graph file an export folder holds next to its weights, if any."""
-    folder = Path(encoder.backbone_name).expanduser()
-    path = folder / GRAPH_DIR / GRAPH_FILE
-    return path if path.is_file() else None
+    """The graph folder an export holds next to its weights, if any."""
+    folder = Path(encoder.backbone_name).expanduser() / GRAPH_DIR
+    return folder if folder.is_dir() else None
+
+
+def file_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of the graph's two files."""
+    sums = {}
+    for name in (GRAPH_FILE, WEIGHTS_FILE):
+        with (folder / name).open("rb") as f:
+            sums[name] = hashlib.file_digest(f, "sha256").hexdigest()
+    return sums
+
+
+def graph_problem(folder: Path) -> str | None:
+    """Why the graph in ``folder`` must not be run, or None when its files match their checksums."""
+    try:
+        recorded = json.loads((folder / CHECKSUMS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "has no recorded checksums"
+    except (OSError, ValueError):
+        return "has an unreadable checksums file"
+    try:
+        actual = file_checksums(folder)
+    except OSError as err:
+        return f"is missing a file ({err.strerror}: {Path(err.filename or '').name})"
+    if not isinstance(recorded, dict) or recorded != actual:
+        return "does not match the checksums recorded at export (damaged or edited)"
+    return None
 
 
 def graph_model(encoder: Encoder, cached: OpenVINOBackbone | None, fingerprint: str) -> Any:
     """The ``openvino.Model`` of the encoder's weights (``fingerprint``): ``cached``'s, the one an
-    export folder holds, or a new conversion."""
+    export folder holds when its files are intact, or a new conversion."""
     if cached is not None and cached.fingerprint == fingerprint:
         return cached.model
-    path = saved_graph(encoder)
-    if path is not None:
-        saved = require_openvino().Core().read_model(path)
-        if saved.get_rt_info([_RT_KEY, "weights"]).astype(str) == fingerprint:
-            return saved
-        log.info("%s was built from other weights: converting again", path)
+    folder = saved_graph(encoder)
+    if folder is not None:
+        problem = graph_problem(folder)
+        if problem is None:
+            try:
+                saved = require_openvino().Core().read_model(folder / GRAPH_FILE)
+            except RuntimeError as err:  # intact files OpenVINO still cannot read
+                problem = f"cannot be read ({first_line(err, 120)})"
+            else:
+                if saved.get_rt_info([_RT_KEY, "weights"]).astype(str) == fingerprint:
+                    return saved
+                problem = "was built from other weights"
+        log.warning(
+            "the OpenVINO graph in %s %s: converting it again from the weights", folder, problem
+        )
     return convert(encoder, fingerprint)
 
 
@@ -252,4 +293,6 @@ def save_graph(encoder: Encoder, folder: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # float32 weights, as the folder's
     require_openvino().save_model(model, str(path), compress_to_fp16=False)
+    sums = json.dumps(file_checksums(path.parent), indent=2, sort_keys=True) + "\n"
+    (path.parent / CHECKSUMS_FILE).write_text(sums, encoding="utf-8")
     return path
