@@ -5,10 +5,16 @@ Runs the tests that check the bad-input contract (those importing ``tests/cli_er
 them by command. Temporary paths are shown as ``<tmp>``.
 
     python scripts/robustness_table.py            # minutes to tens of minutes on 2 cores
+
+Or record them during a full test run, and tabulate that run's records:
+
+    LLM_EMBED_RECORD_ERRORS=/tmp/errors.jsonl make test
+    python scripts/robustness_table.py --records /tmp/errors.jsonl
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -68,7 +74,15 @@ def render(records: list[dict]) -> str:
 
 
 def main() -> None:
-    text = render(record())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", type=Path, help="the records of a test run (JSONL) instead of a new run")
+    args = parser.parse_args()
+    if args.records is None:
+        records = record()
+    else:
+        lines = args.records.read_text(encoding="utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+    text = render(records)
     OUT.write_text(text, encoding="utf-8")
     print(f"wrote {OUT.relative_to(ROOT)}")
 
