@@ -96,6 +96,23 @@ def tiny_model_dir(tmp_path_factory) -> str:
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny-llama")))
 
 
+@pytest.fixture(scope="session")
+def nan_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with one attention weight set to NaN: damaged weights that give NaN vectors."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path_factory.mktemp("nan-model") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = load_file(folder / "model.safetensors")
+    name = next(n for n in weights if "q_proj.weight" in n)
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
 def build_gemma3(path: Path, tokenizer_dir: str) -> str:
     """A tiny random Gemma3 whose first layer has a 3-token sliding window (texts are longer)."""
     import shutil

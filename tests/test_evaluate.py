@@ -621,18 +621,8 @@ def test_concurrent_writers_into_one_folder_keep_each_others_records(tiny_model_
     assert [r["v_measure"] for r in read(out) if r["task"] == "TinyTopics"] == [0.5]
 
 
-def test_a_model_that_gives_nan_is_refused_and_no_record_is_written(tiny_model_dir, tmp_path, capsys):
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    folder = tmp_path / "nan-model"
-    shutil.copytree(tiny_model_dir, folder)
-    weights = load_file(folder / "model.safetensors")
-    name = next(n for n in weights if "q_proj.weight" in n)
-    weights[name] = torch.full_like(weights[name], float("nan"))
-    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+def test_a_model_that_gives_nan_is_refused_and_no_record_is_written(nan_model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    code = evaluate(["--model", str(folder), "--tasks", "TinyTopics", "--out", str(out)])
+    code = evaluate(["--model", str(nan_model_dir), "--tasks", "TinyTopics", "--out", str(out)])
     check_error(code, capsys.readouterr().err.strip(), "non-finite vectors", command="evaluate")
     assert not (out / "results.json").exists()
